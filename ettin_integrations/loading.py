@@ -1,0 +1,193 @@
+"""Load an Ettin reranker once per process, through sentence-transformers' ``CrossEncoder`` only.
+
+``AutoModelForSequenceClassification`` would load Ettin's modular head as random weights without
+an error, so this is the only loading path. Loaded models are cached by their load options: every
+engine (and every adapter) asking for the same weights on the same device shares one copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._compat import check_dependencies
+from .placement import attention_candidates
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """Everything that decides which weights are loaded and how: the model cache key."""
+
+    model: str
+    device: str
+    dtype: str
+    attention: str
+    revision: str | None
+    local_files_only: bool
+    trust_remote_code: bool
+    model_kwargs: str  # canonical JSON, so the spec stays hashable
+
+
+@dataclass
+class LoadedModel:
+    """A loaded ``CrossEncoder`` plus what the engine needs to drive it."""
+
+    cross_encoder: Any
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype
+    attention: str
+    max_length: int
+    pad_token_id: int
+    lowercase: bool
+    activation: Any
+    # One forward at a time per model: concurrent callers would only fight over the same cores or
+    # GPU memory, and a shared lock keeps CUDA out-of-memory back-off deterministic.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_cache: dict[LoadSpec, LoadedModel] = {}
+_cache_lock = threading.Lock()
+
+
+def clear_model_cache() -> None:
+    """Drop every cached model (engines that still hold one keep it alive until they go)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def get_loaded_model(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    with _cache_lock:
+        loaded = _cache.get(spec)
+        if loaded is None:
+            loaded = _load(spec, device, dtype)
+            _cache[spec] = loaded
+        return loaded
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1 or Path(model).exists()
+
+
+def _check_local_dir(model: str) -> None:
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Model path {model!r} does not exist. Pass a directory holding a saved CrossEncoder "
+            f"(modules.json, config.json, tokenizer.json) or a Hugging Face hub id such as "
+            f"'cross-encoder/ettin-reranker-17m-v1'."
+        )
+    if not path.is_dir():
+        raise ValueError(f"Model path {model!r} is a file; pass the directory that holds the saved CrossEncoder.")
+    if (path / "modules.json").is_file():
+        return
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{model!r} is not a cross-encoder checkpoint: it has neither modules.json nor config.json.")
+    architectures = json.loads(config_path.read_text()).get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        # Loading this would bolt a randomly initialised classifier onto the backbone, silently.
+        raise ValueError(
+            f"{model!r} is not a cross-encoder: it has no modules.json and its architectures "
+            f"{architectures} have no sequence-classification head, so scores would be random."
+        )
+
+
+def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    check_dependencies()
+    from sentence_transformers import CrossEncoder
+
+    if _looks_like_path(spec.model):
+        _check_local_dir(spec.model)
+    user_kwargs: dict[str, Any] = json.loads(spec.model_kwargs)
+    errors: list[str] = []
+    for attention in attention_candidates(spec.attention, device, dtype):
+        model_kwargs = {"dtype": dtype, "attn_implementation": attention, **user_kwargs}
+        try:
+            cross_encoder = CrossEncoder(
+                str(Path(spec.model).expanduser()) if _looks_like_path(spec.model) else spec.model,
+                device=str(device),
+                revision=spec.revision,
+                local_files_only=spec.local_files_only,
+                trust_remote_code=spec.trust_remote_code,
+                model_kwargs=model_kwargs,
+            )
+        except (ImportError, ValueError) as exc:
+            # An attention implementation that is installed but unusable here (e.g. flash-attn built
+            # for another CUDA) fails at load time; try the next candidate.
+            errors.append(f"{attention}: {exc}")
+            logger.info("Attention %r unavailable for %s (%s); trying the next option.", attention, spec.model, exc)
+            continue
+        except OSError as exc:
+            raise OSError(
+                f"Could not load {spec.model!r}: {exc}. If this machine cannot reach the Hugging Face Hub, "
+                f"pass a local directory (model='/path/to/ettin-reranker') or pre-fill the cache and set "
+                f"local_files_only=True."
+            ) from exc
+        loaded = _wrap(cross_encoder, spec, device, dtype, attention)
+        logger.info(
+            "Loaded %s on %s (%s, attention=%s, max_length=%d)",
+            spec.model,
+            device,
+            str(dtype).replace("torch.", ""),
+            attention,
+            loaded.max_length,
+        )
+        return loaded
+    raise RuntimeError(f"Could not load {spec.model!r} with any attention implementation: {'; '.join(errors)}")
+
+
+def _wrap(cross_encoder: Any, spec: LoadSpec, device: torch.device, dtype: torch.dtype, attention: str) -> LoadedModel:
+    from sentence_transformers.base.modules import Transformer
+
+    first = cross_encoder[0]
+    if not isinstance(first, Transformer) or first.tokenizer is None:
+        raise ValueError(f"{spec.model!r} is not a text cross-encoder: its first module is {type(first).__name__}.")
+    if getattr(cross_encoder, "num_labels", 1) != 1:
+        raise ValueError(
+            f"{spec.model!r} predicts {cross_encoder.num_labels} labels; a reranker must output one relevance score."
+        )
+    tokenizer = first.tokenizer
+    limits = [
+        v
+        for v in (first.max_seq_length, getattr(first.config, "max_position_embeddings", None))
+        if isinstance(v, int) and 0 < v < 10**7
+    ]
+    max_length = min(limits) if limits else 512
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    cross_encoder.eval()
+    loaded = LoadedModel(
+        cross_encoder=cross_encoder,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        attention=getattr(first.config, "_attn_implementation", attention) or attention,
+        max_length=max_length,
+        pad_token_id=pad_token_id,
+        lowercase=bool(getattr(first, "do_lower_case", False)),
+        activation=getattr(cross_encoder, "activation_fn", None),
+    )
+    _check_scores_output(loaded, spec.model)
+    return loaded
+
+
+def _check_scores_output(loaded: LoadedModel, name: str) -> None:
+    """One tiny forward at load: proves the model yields one score per pair (and warms it up)."""
+    features = loaded.tokenizer(["query"], ["document"], return_tensors="pt")
+    features = {k: v.to(loaded.device) for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.inference_mode():
+        out = loaded.cross_encoder(features)
+    scores = out.get("scores") if isinstance(out, dict) else None
+    if scores is None or scores.numel() != 1:
+        raise ValueError(
+            f"{name!r} loaded, but it is not a cross-encoder: it produced no single relevance score per pair "
+            f"(outputs: {sorted(out) if isinstance(out, dict) else type(out).__name__})."
+        )
