@@ -14,6 +14,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 _DTYPE_NAMES: dict[str, torch.dtype] = {
+    "float64": torch.float64,
     "float32": torch.float32,
     "fp32": torch.float32,
     "bfloat16": torch.bfloat16,

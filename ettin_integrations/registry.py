@@ -6,6 +6,7 @@ its weights must not be. ``get_reranker`` hands out the same instance for the sa
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 from typing import Any
@@ -18,11 +19,23 @@ _engines: dict[str, EttinReranker] = {}
 _lock = threading.Lock()
 
 
+_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(EttinReranker.__init__).parameters.items()
+    if p.default is not inspect.Parameter.empty
+}
+
+
 def _key(model: str, options: dict[str, Any]) -> str:
-    # Resolve "auto" first so device="auto" and device="cpu" on a CPU machine share an engine.
-    device = resolve_device(options.get("device", "auto"))
-    dtype = resolve_dtype(options.get("dtype", "auto"), device)
-    canonical = {**options, "model": model, "device": str(device), "dtype": str(dtype)}
+    unknown = set(options) - set(_DEFAULTS)
+    if unknown:
+        raise TypeError(f"Unknown EttinReranker option(s): {sorted(unknown)}")
+    # Spell out defaults and resolve "auto", so equivalent spellings share one engine.
+    canonical = {**_DEFAULTS, **options, "model": model}
+    device = resolve_device(canonical["device"])
+    canonical["device"] = str(device)
+    canonical["dtype"] = str(resolve_dtype(canonical["dtype"], device))
+    canonical["model_kwargs"] = canonical["model_kwargs"] or {}
     return json.dumps(canonical, sort_keys=True, default=str)
 
 

@@ -1,0 +1,73 @@
+"""Shared fixtures: offline Ettin-architecture checkpoints (random weights) built once per session.
+
+The hub is unreachable in CI, so every test goes through the real loading path on checkpoints
+written by ``ettin_integrations.testing.build_checkpoint``. With ``../shared`` present they use the
+real Ettin tokenizer; without it a small BPE is trained on the spot.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from ettin_integrations.testing import build_checkpoint, find_shared_dir  # noqa: E402
+
+QUERY = "how many people live in berlin"
+DOCUMENTS = [
+    "Berlin had a population of 3,520,031 registered inhabitants in an area of 891.82 square kilometers.",
+    "Berlin is well known for its museums.",
+    "The Eiffel Tower is in Paris.",
+    "",
+    "   ",
+    "Photosynthesis converts light energy into chemical energy in plants. " * 12,
+    "Berlin is the capital and largest city of Germany.",
+    "🙂 Emoji, ünïcödé and עברית right-to-left text.",
+    "42",
+    "The quick brown fox jumps over the lazy dog. " * 40,
+]
+
+
+def _cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # ETTIN_TEST_CACHE lets a developer keep checkpoints between runs; CI builds fresh ones.
+    root = os.environ.get("ETTIN_TEST_CACHE")
+    return Path(root) if root else tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.fixture(scope="session")
+def has_real_tokenizer() -> bool:
+    shared = find_shared_dir()
+    return shared is not None and (shared / "ettin-tokenizer" / "tokenizer.json").is_file()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Ettin architecture at toy width (3 layers, global and local attention), default tokenizer."""
+    return str(build_checkpoint(_cache_root(tmp_path_factory) / "tiny", "tiny"))
+
+
+@pytest.fixture(scope="session")
+def fallback_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Same architecture with the offline-trained tokenizer, as on a machine without ../shared."""
+    return str(build_checkpoint(_cache_root(tmp_path_factory) / "tiny-fallback", "tiny", tokenizer="fallback"))
+
+
+@pytest.fixture(scope="session")
+def ettin17m_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The true 17m shape (7 layers, hidden 256) for the parity test."""
+    return str(build_checkpoint(_cache_root(tmp_path_factory) / "17m", "17m"))
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_checkpoint: str):
+    """The reference implementation on the tiny checkpoint: sentence-transformers' CrossEncoder."""
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(tiny_checkpoint, device="cpu")
