@@ -270,11 +270,21 @@ class EttinReranker:
         ``show_progress_bar=None`` shows a tqdm bar only for long work (over 1000 pairs).
         """
         top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
+        all_details = self.score_many(queries, documents_per_query, show_progress_bar=show_progress_bar)
+        return [_ranked(details, top_n, score_threshold) for details in all_details]
+
+    def score_many(
+        self,
+        queries: Sequence[str],
+        documents_per_query: Sequence[Sequence[str]],
+        *,
+        show_progress_bar: bool | None = None,
+    ) -> list[ScoreDetails]:
+        """:meth:`score_details` for many queries at once, in one batched pass over all pairs."""
         queries, documents_per_query = self._check_many(queries, documents_per_query)
         if show_progress_bar is None:
             show_progress_bar = sum(len(d) for d in documents_per_query) > 1000
-        all_details = self._score_many(queries, documents_per_query, show_progress_bar)
-        return [_ranked(details, top_n, score_threshold) for details in all_details]
+        return self._score_many(queries, documents_per_query, show_progress_bar)
 
     async def ascore(self, query: str, documents: Sequence[str]) -> list[float]:
         """:meth:`score` in a worker thread, so the running event loop stays responsive."""
