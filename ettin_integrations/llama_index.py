@@ -1,0 +1,139 @@
+"""LlamaIndex adapter: ``EttinRerank`` node postprocessor.
+
+Example::
+
+    from ettin_integrations.llama_index import EttinRerank
+
+    query_engine = index.as_query_engine(similarity_top_k=50, node_postprocessors=[EttinRerank(top_n=5)])
+
+All scoring happens in the shared engine; this module only translates nodes to texts and back, and
+reports the work through LlamaIndex's instrumentation (dispatcher events and the callback manager).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+try:
+    from llama_index.core.bridge.pydantic import ConfigDict, Field
+    from llama_index.core.callbacks import CBEventType, EventPayload
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
+    from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "ettin_integrations.llama_index needs llama-index-core: pip install 'ettin-integrations[llamaindex]'"
+    ) from exc
+
+from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions
+from .results import RankResult
+
+__all__ = ["EttinRerank"]
+
+RETRIEVAL_SCORE_KEY = "retrieval_score"
+dispatcher = get_dispatcher(__name__)
+
+
+class EttinRerank(EngineOptions, BaseNodePostprocessor):
+    """Reranks retrieved nodes with an Ettin cross-encoder and keeps the best ``top_n``.
+
+    Returns new ``NodeWithScore`` objects (float scores, best first) over copies of the nodes; the
+    caller's nodes and scores are never modified. Each copy's metadata gains ``rerank_truncated``
+    and ``rerank_windows`` (and ``rerank_raw_score`` when normalizing, ``retrieval_score`` with
+    ``keep_retrieval_score``), all excluded from the embed and LLM text so they never leak into
+    what gets scored or generated. Pass ``reranker=`` to reuse an existing :class:`EttinReranker`.
+    """
+
+    model_config = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=True)
+
+    top_n: int | None = Field(default=2, ge=0, description="Nodes to return; None returns all, reranked.")
+    score_threshold: float | None = Field(
+        default=None, description="Drop nodes scoring below this (applied before top_n)."
+    )
+    keep_retrieval_score: bool = Field(
+        default=False, description="Keep each node's previous (retrieval) score in metadata 'retrieval_score'."
+    )
+    metadata_mode: MetadataMode = Field(
+        default=MetadataMode.EMBED, description="Which metadata is included in the text the reranker scores."
+    )
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "EttinRerank"
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        query, texts = self._inputs(nodes, query_bundle)
+        with self._instrumented(nodes, query_bundle) as finish:
+            results = self.reranker.rank(query, texts, self.top_n, self.score_threshold) if texts else []
+            return finish(results)
+
+    async def _apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        query, texts = self._inputs(nodes, query_bundle)
+        with self._instrumented(nodes, query_bundle) as finish:
+            results = await self.reranker.arank(query, texts, self.top_n, self.score_threshold) if texts else []
+            return finish(results)
+
+    def _inputs(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> tuple[str, list[str]]:
+        if query_bundle is None:
+            raise ValueError(
+                "EttinRerank needs a query: call postprocess_nodes(nodes, query_str=...) or pass a QueryBundle."
+            )
+        texts = []
+        for i, item in enumerate(nodes):
+            if not isinstance(item, NodeWithScore):
+                raise TypeError(f"nodes[{i}] is {type(item).__name__}, expected NodeWithScore.")
+            texts.append(item.node.get_content(metadata_mode=self.metadata_mode))
+        return query_bundle.query_str, texts
+
+    @contextmanager
+    def _instrumented(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle
+    ) -> Iterator[Callable[[list[RankResult]], list[NodeWithScore]]]:
+        """Emit start events, yield a function that builds the output and emits the end events."""
+        top_n = len(nodes) if self.top_n is None else self.top_n
+        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=top_n, model_name=self.model))
+        with self.callback_manager.event(
+            CBEventType.RERANKING,
+            payload={
+                EventPayload.NODES: nodes,
+                EventPayload.MODEL_NAME: self.model,
+                EventPayload.QUERY_STR: query_bundle.query_str,
+                EventPayload.TOP_K: top_n,
+            },
+        ) as event:
+
+            def finish(results: list[RankResult]) -> list[NodeWithScore]:
+                reranked = [self._rescored(nodes[r.index], r) for r in results]
+                event.on_end(payload={EventPayload.NODES: reranked})
+                dispatcher.event(ReRankEndEvent(nodes=reranked))
+                return reranked
+
+            yield finish
+
+    def _rescored(self, item: NodeWithScore, result: RankResult) -> NodeWithScore:
+        node = item.node
+        extra: dict[str, Any] = {TRUNCATED_KEY: result.truncated, WINDOWS_KEY: result.windows}
+        if self.normalize is not None:
+            extra[RAW_SCORE_KEY] = result.raw_score
+        if self.keep_retrieval_score:
+            extra[RETRIEVAL_SCORE_KEY] = item.score
+        hidden = list(extra)
+        copy = node.model_copy(
+            update={
+                "metadata": {**node.metadata, **extra},
+                "excluded_embed_metadata_keys": _merged(node.excluded_embed_metadata_keys, hidden),
+                "excluded_llm_metadata_keys": _merged(node.excluded_llm_metadata_keys, hidden),
+            }
+        )
+        return NodeWithScore(node=copy, score=result.score)
+
+
+def _merged(existing: list[str], extra: list[str]) -> list[str]:
+    return [*existing, *(k for k in extra if k not in existing)]
