@@ -222,3 +222,22 @@ def build_checkpoint(
 
     shutil.rmtree(path / "_backbone", ignore_errors=True)
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ettin_integrations.testing PATH --size 17m``: write a random offline checkpoint."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write an Ettin-architecture CrossEncoder with random weights.")
+    parser.add_argument("path")
+    parser.add_argument("--size", default="tiny", choices=[*ETTIN_SIZES, "tiny"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tokenizer", default=None, help="dir with tokenizer.json, or 'fallback'")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    path = build_checkpoint(args.path, args.size, tokenizer=args.tokenizer, seed=args.seed, overwrite=args.overwrite)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
