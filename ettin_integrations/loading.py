@@ -128,7 +128,7 @@ def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedMod
             continue
         except OSError as exc:
             raise OSError(
-                f"Could not load {spec.model!r}: {exc}. If this machine cannot reach the Hugging Face Hub, "
+                f"Could not load {spec.model!r}: {str(exc).rstrip('.')}. If this machine cannot reach the Hugging Face Hub, "
                 f"pass a local directory (model='/path/to/ettin-reranker') or pre-fill the cache and set "
                 f"local_files_only=True."
             ) from exc

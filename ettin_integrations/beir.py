@@ -1,0 +1,79 @@
+"""Read a BEIR-format dataset folder, with errors that name the file and line.
+
+Layout: ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``, ``text``) and
+``qrels/<split>.tsv`` (``query-id``, ``corpus-id``, ``score``, with a header line).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing or malformed; the message names the file and line."""
+
+
+@dataclass
+class BeirDataset:
+    corpus: dict[str, str]  # doc id -> "title text"
+    queries: dict[str, str]  # query id -> text (only queries with judgements)
+    qrels: dict[str, dict[str, int]]  # query id -> doc id -> relevance
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing; a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/.")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}, line {number}: not valid JSON ({exc.msg}).") from None
+            if not isinstance(record, dict) or "_id" not in record:
+                raise DatasetError(f"{path}, line {number}: expected an object with an '_id' field.")
+            yield number, record
+
+
+def _text(record: dict[str, Any], path: Path, number: int, with_title: bool) -> str:
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise DatasetError(f"{path}, line {number}: field 'text' must be a string.")
+    title = record.get("title") if with_title else None
+    return f"{title} {text}".strip() if isinstance(title, str) and title else text
+
+
+def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
+    """Load corpus, the judged queries of ``split`` and their qrels."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder} is not a directory.")
+    corpus_path, queries_path, qrels_path = folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"
+    corpus = {str(r["_id"]): _text(r, corpus_path, n, True) for n, r in _jsonl(corpus_path)}
+    all_queries = {str(r["_id"]): _text(r, queries_path, n, False) for n, r in _jsonl(queries_path)}
+    if not qrels_path.is_file():
+        raise DatasetError(f"{qrels_path} is missing (use --split to pick another qrels file).")
+    qrels: dict[str, dict[str, int]] = {}
+    with qrels_path.open(encoding="utf-8", newline="") as handle:
+        for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if not row or (number == 1 and row[0] == "query-id"):
+                continue
+            if len(row) < 3:
+                raise DatasetError(f"{qrels_path}, line {number}: expected query-id, corpus-id and score.")
+            try:
+                relevance = int(row[2])
+            except ValueError:
+                raise DatasetError(f"{qrels_path}, line {number}: score {row[2]!r} is not an integer.") from None
+            qrels.setdefault(row[0], {})[row[1]] = relevance
+    missing = [q for q in qrels if q not in all_queries]
+    if missing:
+        raise DatasetError(f"{qrels_path} judges queries absent from {queries_path}: {missing[:5]}")
+    if not corpus:
+        raise DatasetError(f"{corpus_path} has no documents.")
+    return BeirDataset(corpus=corpus, queries={q: all_queries[q] for q in qrels}, qrels=qrels)

