@@ -1,0 +1,213 @@
+"""A small RAG service: embed-retrieve the top 50, rerank with Ettin to the top 5, answer with sources.
+
+    python examples/rag_app.py --model /path/to/ettin --embedder /path/to/minilm --port 8000
+    curl -s localhost:8000/ask -H 'content-type: application/json' -d '{"question": "Who wrote Hamlet?"}'
+
+Answers come from an OpenAI-compatible chat endpoint when ``OPENAI_BASE_URL`` (and usually
+``OPENAI_API_KEY``, ``LLM_MODEL``) are set; otherwise the answer is extracted from the best
+passage, so the app runs with no key. Models load once, at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import torch
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _corpus import CORPUS  # noqa: E402
+from _embeddings import DEFAULT_EMBEDDER, load_embedder  # noqa: E402
+
+from ettin_integrations import DEFAULT_MODEL, get_reranker  # noqa: E402
+
+PROMPT = """Answer the question using only the numbered sources. Cite sources like [1].
+
+{sources}
+
+Question: {question}
+Answer:"""
+
+
+class AskRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=2000, description="The user's question.")
+    top_k: int = Field(default=5, ge=1, le=20, description="Passages given to the answerer after reranking.")
+    retrieve_k: int = Field(default=50, ge=1, le=500, description="Candidates retrieved before reranking.")
+
+
+class Source(BaseModel):
+    id: str
+    text: str
+    score: float
+    retrieval_score: float
+
+
+class AskResponse(BaseModel):
+    answer: str
+    answerer: str
+    sources: list[Source]
+    prompt: str
+    timings_ms: dict[str, float]
+
+
+class Answerer(Protocol):
+    name: str
+
+    def answer(self, question: str, prompt: str, sources: list[Source]) -> str: ...
+
+
+class ExtractiveAnswerer:
+    """No LLM configured: answer with the best passage's first sentence, cited."""
+
+    name = "extractive"
+
+    def answer(self, question: str, prompt: str, sources: list[Source]) -> str:
+        if not sources:
+            return "I found nothing relevant."
+        first_sentence = re.split(r"(?<=[.!?])\s+", sources[0].text.strip(), maxsplit=1)[0]
+        return f"{first_sentence} [1]"
+
+
+class OpenAICompatibleAnswerer:
+    """Any server speaking the OpenAI chat-completions API (OpenAI, vLLM, llama.cpp, Ollama, ...)."""
+
+    def __init__(self, base_url: str, api_key: str | None, model: str, transport: httpx.BaseTransport | None = None):
+        self.model = model
+        self.name = f"openai-compatible:{model}"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=60, transport=transport)
+
+    def answer(self, question: str, prompt: str, sources: list[Source]) -> str:
+        response = self.client.post(
+            "/chat/completions",
+            json={"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0},
+        )
+        response.raise_for_status()
+        return response.json()["choices"][0]["message"]["content"].strip()
+
+
+def answerer_from_env() -> Answerer:
+    base_url = os.environ.get("OPENAI_BASE_URL")
+    if not base_url:
+        return ExtractiveAnswerer()
+    return OpenAICompatibleAnswerer(base_url, os.environ.get("OPENAI_API_KEY"), os.environ.get("LLM_MODEL", "gpt-4o-mini"))
+
+
+def load_corpus(path: str | None) -> list[tuple[str, str]]:
+    """(id, text) pairs from a JSONL file ({"id", "text"} per line), or the built-in example corpus."""
+    if path is None:
+        return [(str(i), text) for i, text in enumerate(CORPUS)]
+    documents = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise ValueError(f"{path}, line {number}: expected an object with a string 'text'.")
+            documents.append((str(record.get("id", number)), record["text"]))
+    return documents
+
+
+def create_app(
+    model: str = DEFAULT_MODEL,
+    embedder: str = DEFAULT_EMBEDDER,
+    corpus: list[tuple[str, str]] | None = None,
+    answerer: Answerer | None = None,
+) -> FastAPI:
+    state: dict[str, Any] = {}
+    documents = corpus if corpus is not None else load_corpus(None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # Load everything once: requests only embed the question and rerank.
+        state["embedder"] = load_embedder(embedder)
+        state["reranker"] = get_reranker(model)
+        state["doc_vectors"] = state["embedder"].encode(
+            [text for _, text in documents], convert_to_tensor=True, normalize_embeddings=True
+        )
+        state["answerer"] = answerer or answerer_from_env()
+        yield
+        state.clear()
+
+    app = FastAPI(title="Ettin RAG prototype", lifespan=lifespan)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        reranker = state.get("reranker")
+        if reranker is None:
+            raise HTTPException(status_code=503, detail="models are still loading")
+        return {
+            "status": "ok",
+            "documents": len(documents),
+            "reranker": reranker.model_name,
+            "device": str(reranker.device),
+            "answerer": state["answerer"].name,
+        }
+
+    @app.post("/ask", response_model=AskResponse)
+    def ask(request: AskRequest) -> AskResponse:
+        if not request.question.strip():
+            raise HTTPException(status_code=422, detail="question is blank")
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        query_vector = state["embedder"].encode([request.question], convert_to_tensor=True, normalize_embeddings=True)
+        similarities = (query_vector @ state["doc_vectors"].T)[0]
+        k = min(request.retrieve_k, len(documents))
+        top_scores, top_indices = torch.topk(similarities, k=k)
+        candidates = [(int(i), float(s)) for i, s in zip(top_indices, top_scores)]
+        timings["retrieve"] = (time.perf_counter() - started) * 1000
+
+        started = time.perf_counter()
+        ranked = state["reranker"].rank(request.question, [documents[i][1] for i, _ in candidates], top_n=request.top_k)
+        timings["rerank"] = (time.perf_counter() - started) * 1000
+        sources = [
+            Source(
+                id=documents[candidates[r.index][0]][0],
+                text=documents[candidates[r.index][0]][1],
+                score=r.score,
+                retrieval_score=candidates[r.index][1],
+            )
+            for r in ranked
+        ]
+        prompt = PROMPT.format(
+            sources="\n".join(f"[{n}] {s.text}" for n, s in enumerate(sources, start=1)), question=request.question
+        )
+        started = time.perf_counter()
+        try:
+            answer = state["answerer"].answer(request.question, prompt, sources)
+        except httpx.HTTPError as exc:
+            raise HTTPException(status_code=502, detail=f"the answering LLM failed: {exc}") from exc
+        timings["answer"] = (time.perf_counter() - started) * 1000
+        return AskResponse(
+            answer=answer, answerer=state["answerer"].name, sources=sources, prompt=prompt, timings_ms=timings
+        )
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="Ettin reranker: hub id or local directory")
+    parser.add_argument("--embedder", default=DEFAULT_EMBEDDER, help="retrieval embedder: hub id or local dir")
+    parser.add_argument("--corpus", default=None, help="JSONL with {'id', 'text'} per line (default: built-in)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+
+    import uvicorn
+
+    app = create_app(args.model, args.embedder, load_corpus(args.corpus))
+    uvicorn.run(app, host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()
