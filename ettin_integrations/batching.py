@@ -12,25 +12,29 @@ from collections.abc import Sequence
 import torch
 
 
-def plan_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
-    """Indices of ``lengths`` grouped longest-first so each batch pads to at most ``batch_tokens``.
+def plan_batches(lengths: Sequence[int], batch_tokens: int, padded: bool = True) -> list[list[int]]:
+    """Indices of ``lengths`` grouped longest-first so each batch costs at most ``batch_tokens``.
 
-    A pair longer than the budget still gets a batch of its own. Ties keep input order, so the plan
-    is deterministic.
+    ``padded``: a batch costs ``rows x longest`` (every row is padded); otherwise (packed,
+    variable-length attention) it costs the sum of its lengths. A pair longer than the budget still
+    gets a batch of its own. Ties keep input order, so the plan is deterministic.
     """
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
-    width = 0
+    width = used = 0
     for i in order:
-        if current and (len(current) + 1) * width > batch_tokens:
+        cost = (len(current) + 1) * width if padded else used + lengths[i]
+        if current and cost > batch_tokens:
             batches.append(current)
             current = []
+            used = 0
         if not current:
             width = lengths[i]
         current.append(i)
+        used += lengths[i]
     if current:
         batches.append(current)
     return batches

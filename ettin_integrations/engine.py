@@ -7,6 +7,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,10 +17,11 @@ from tqdm.auto import tqdm
 from .batching import collate, plan_batches
 from .loading import LoadedModel, LoadSpec, get_loaded_model
 from .normalization import DEFAULT_SHIFT, DEFAULT_TEMPERATURE, normalize_score, validate_normalize
-from .placement import default_batch_tokens, resolve_device, resolve_dtype
+from .placement import PACKED_ATTENTION, default_batch_tokens, resolve_device, resolve_dtype
 from .results import RankResult, ScoreDetails
 from .tokenization import EncodedPair, PairTokenizer
 from .validation import check_documents, check_query, check_threshold, check_top_n
+from .varlen import pack
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ DEFAULT_MODEL = "cross-encoder/ettin-reranker-17m-v1"
 LongDocuments = Literal["truncate", "chunk"]
 ChunkAggregate = Literal["max", "mean", "first"]
 _AGGREGATES = ("max", "mean", "first")
+#: Documents tokenized per wave: while the model scores one wave, a worker thread tokenizes the next.
+WAVE_DOCUMENTS = 2048
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,8 @@ class EttinReranker:
         self._chunk_tokens = chunk_tokens
         self._chunk_overlap = chunk_overlap
         self._chunk_aggregate = chunk_aggregate
+        # Packed (unpadded) batches when the attention kernel takes variable-length sequences.
+        self._packed = self._loaded.attention in PACKED_ATTENTION
 
     # ----------------------------------------------------------------- what was chosen
     @property
@@ -346,21 +352,32 @@ class EttinReranker:
         flat_docs = [doc for docs in documents_per_query for doc in docs]
         if not flat_docs:
             return [ScoreDetails([], [], [], []) for _ in queries]
+        owner = [q for q, docs in enumerate(documents_per_query) for _ in docs]
         query_ids = self._pairs.encode_texts(queries)
-        doc_ids = self._pairs.encode_texts(flat_docs)
-        units: list[_Unit] = []
-        doc = 0
-        for q, docs in enumerate(documents_per_query):
-            for _ in docs:
-                units.extend(self._units_for(query_ids[q], doc_ids[doc], doc))
-                doc += 1
-        unit_scores = self._forward([u.pair for u in units], show_progress_bar)
+
+        def prepare(start: int, end: int) -> list[_Unit]:
+            doc_ids = self._pairs.encode_texts(flat_docs[start:end])
+            units: list[_Unit] = []
+            for offset, ids in enumerate(doc_ids):
+                units.extend(self._units_for(query_ids[owner[start + offset]], ids, start + offset))
+            return units
 
         windows: list[list[float]] = [[] for _ in flat_docs]
         truncated = [False] * len(flat_docs)
-        for unit, s in zip(units, unit_scores):
-            windows[unit.doc].append(s)
-            truncated[unit.doc] |= unit.pair.truncated
+        waves = [(s, min(s + WAVE_DOCUMENTS, len(flat_docs))) for s in range(0, len(flat_docs), WAVE_DOCUMENTS)]
+        with tqdm(total=len(flat_docs), disable=not show_progress_bar, desc="Reranking", unit="doc") as bar:
+            if len(waves) == 1:
+                self._score_units(prepare(*waves[0]), windows, truncated, bar)
+            else:
+                # Tokenize wave i+1 (the Rust tokenizer releases the GIL) while wave i is scored.
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ettin-tokenize") as pool:
+                    upcoming = pool.submit(prepare, *waves[0])
+                    for next_wave in [*waves[1:], None]:
+                        units = upcoming.result()
+                        if next_wave is not None:
+                            upcoming = pool.submit(prepare, *next_wave)
+                        self._score_units(units, windows, truncated, bar)
+
         raw = [self._aggregate(w) for w in windows]
         num_truncated = sum(truncated)
         if num_truncated:
@@ -386,6 +403,13 @@ class EttinReranker:
             start = end
         return results
 
+    def _score_units(self, units: list[_Unit], windows: list[list[float]], truncated: list[bool], bar: Any) -> None:
+        scores = self._forward([u.pair for u in units])
+        for unit, s in zip(units, scores):
+            windows[unit.doc].append(s)
+            truncated[unit.doc] |= unit.pair.truncated
+        bar.update(len({u.doc for u in units}))
+
     def _aggregate(self, scores: list[float]) -> float:
         if len(scores) == 1 or self._chunk_aggregate == "first":
             return scores[0]
@@ -393,28 +417,28 @@ class EttinReranker:
             return max(scores)
         return math.fsum(scores) / len(scores)
 
-    def _forward(self, pairs: list[EncodedPair], show_progress_bar: bool) -> list[float]:
-        """Raw scores for encoded pairs, batched by token budget, backing off on CUDA out-of-memory."""
+    def _forward(self, pairs: list[EncodedPair]) -> list[float]:
+        """Raw scores for encoded pairs, batched by token budget, backing off on CUDA out-of-memory.
+
+        Scores stay on the device until every batch is queued, so the CPU prepares batch i+1 while
+        the GPU runs batch i; one synchronisation per call.
+        """
         lengths = [len(p.input_ids) for p in pairs]
-        scores: list[float] = [0.0] * len(pairs)
         pending = list(range(len(pairs)))
-        loaded = self._loaded
-        with loaded.lock, tqdm(
-            total=len(pairs), disable=not show_progress_bar, desc="Reranking", unit="pair"
-        ) as bar:
+        outputs: list[tuple[list[int], Any]] = []
+        with self._loaded.lock:
             while pending:
                 budget = self._batch_tokens
                 done: list[int] = []
                 try:
-                    for batch in plan_batches([lengths[i] for i in pending], budget):
+                    for batch in plan_batches([lengths[i] for i in pending], budget, padded=not self._packed):
                         indices = [pending[j] for j in batch]
-                        for i, s in zip(indices, self._forward_batch([pairs[i] for i in indices])):
-                            scores[i] = s
+                        outputs.append((indices, self._forward_batch([pairs[i] for i in indices])))
                         done.extend(indices)
-                        bar.update(len(indices))
                     pending = []
                 except torch.OutOfMemoryError:
-                    longest = max(lengths[i] for i in pending if i not in set(done))
+                    finished = set(done)
+                    longest = max(lengths[i] for i in pending if i not in finished)
                     if budget <= longest:
                         raise
                     self._batch_tokens = max(longest, budget // 2)
@@ -423,24 +447,31 @@ class EttinReranker:
                     )
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
-                    finished = set(done)
                     pending = [i for i in pending if i not in finished]
+        scores: list[float] = [0.0] * len(pairs)
+        for indices, batch_scores in outputs:
+            values = batch_scores.tolist() if isinstance(batch_scores, torch.Tensor) else list(batch_scores)
+            for i, s in zip(indices, values):
+                scores[i] = s
         return scores
 
-    def _forward_batch(self, pairs: list[EncodedPair]) -> list[float]:
+    def _forward_batch(self, pairs: list[EncodedPair]) -> torch.Tensor:
+        """Scores of one batch as a float32 tensor, left on the device."""
         loaded = self._loaded
-        types = [p.token_type_ids for p in pairs] if pairs[0].token_type_ids is not None else None
-        features = collate([p.input_ids for p in pairs], loaded.pad_token_id, types)
-        non_blocking = loaded.device.type == "cuda"
-        features = {k: v.to(loaded.device, non_blocking=non_blocking) for k, v in features.items()}
+        if self._packed:
+            features = pack([p.input_ids for p in pairs], loaded.device)
+        else:
+            types = [p.token_type_ids for p in pairs] if pairs[0].token_type_ids is not None else None
+            features = collate([p.input_ids for p in pairs], loaded.pad_token_id, types)
+            non_blocking = loaded.device.type == "cuda"
+            features = {k: v.to(loaded.device, non_blocking=non_blocking) for k, v in features.items()}
         with torch.inference_mode():
-            out = loaded.cross_encoder(features)
-            scores = out["scores"]
+            scores = loaded.cross_encoder(features)["scores"]
             if torch.is_floating_point(scores) and torch.finfo(scores.dtype).bits < 32:
                 scores = scores.float()
             if loaded.activation is not None and not isinstance(loaded.activation, torch.nn.Identity):
                 scores = loaded.activation(scores)
-            return scores.reshape(len(pairs)).tolist()
+            return scores.reshape(len(pairs))
 
 
 def _ranked(details: ScoreDetails, top_n: int | None, score_threshold: float | None) -> list[RankResult]:

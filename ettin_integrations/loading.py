@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
+from . import varlen
 from ._compat import check_dependencies
-from .placement import attention_candidates
+from .placement import PACKED_ATTENTION, attention_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedMod
     user_kwargs: dict[str, Any] = json.loads(spec.model_kwargs)
     errors: list[str] = []
     for attention in attention_candidates(spec.attention, device, dtype):
+        if attention == varlen.ATTENTION_NAME:
+            varlen.register()
         model_kwargs = {"dtype": dtype, "attn_implementation": attention, **user_kwargs}
         try:
             cross_encoder = CrossEncoder(
@@ -133,12 +136,19 @@ def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedMod
                 f"local_files_only=True."
             ) from exc
         loaded = _wrap(cross_encoder, spec, device, dtype, attention)
+        if loaded.attention in PACKED_ATTENTION:
+            try:
+                _check_packed_matches_padded(loaded)
+            except Exception as exc:  # a kernel that imports but fails on this GPU: fall back, loudly
+                errors.append(f"{attention}: {exc}")
+                logger.warning("Attention %r failed its check on %s (%s); falling back.", attention, device, exc)
+                continue
         logger.info(
             "Loaded %s on %s (%s, attention=%s, max_length=%d)",
             spec.model,
             device,
             str(dtype).replace("torch.", ""),
-            attention,
+            loaded.attention,
             loaded.max_length,
         )
         return loaded
@@ -177,6 +187,29 @@ def _wrap(cross_encoder: Any, spec: LoadSpec, device: torch.device, dtype: torch
     )
     _check_scores_output(loaded, spec.model)
     return loaded
+
+
+def _check_packed_matches_padded(loaded: LoadedModel) -> None:
+    """Run two pairs packed and padded: the unpadded path must really work here, and agree."""
+    rows = [
+        loaded.tokenizer("query", "a short document", add_special_tokens=True)["input_ids"],
+        loaded.tokenizer("another query", "a somewhat longer document for the check", add_special_tokens=True)[
+            "input_ids"
+        ],
+    ]
+    with torch.inference_mode():
+        packed = loaded.cross_encoder(varlen.pack(rows, loaded.device))["scores"].float().reshape(-1)
+        width = max(len(r) for r in rows)
+        ids = torch.full((2, width), loaded.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((2, width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        padded = loaded.cross_encoder({"input_ids": ids.to(loaded.device), "attention_mask": mask.to(loaded.device)})
+        padded = padded["scores"].float().reshape(-1)
+    tolerance = 1e-3 if loaded.dtype == torch.float32 else 0.25
+    if not torch.allclose(packed, padded, atol=tolerance, rtol=0.02):
+        raise RuntimeError(f"packed scores {packed.tolist()} differ from padded {padded.tolist()}")
 
 
 def _check_scores_output(loaded: LoadedModel, name: str) -> None:

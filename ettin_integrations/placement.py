@@ -27,7 +27,7 @@ _DTYPE_NAMES: dict[str, torch.dtype] = {
 #: Padded tokens per forward pass when ``batch_tokens`` is not given, by device type.
 #: CPU: measured in benchmarks/ (small batches keep the working set in cache and waste less on padding).
 #: GPU: large enough to fill the device, small enough for a 1b model on a 16 GB card.
-DEFAULT_BATCH_TOKENS: dict[str, int] = {"cpu": 4096, "cuda": 65536, "mps": 16384}
+DEFAULT_BATCH_TOKENS: dict[str, int] = {"cpu": 1024, "cuda": 65536, "mps": 16384}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -69,15 +69,27 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 
 def attention_candidates(requested: str, device: torch.device, dtype: torch.dtype) -> list[str]:
-    """Attention implementations to try in order; the loader falls back along this list."""
+    """Attention implementations to try in order; the loader falls back along this list.
+
+    On CUDA in half precision: flash-attention if installed, else PyTorch's own variable-length
+    kernel (``"ettin_varlen"``, see :mod:`ettin_integrations.varlen`); both skip padding. Then sdpa.
+    """
+    from .varlen import ATTENTION_NAME, kernel_available
+
     if requested != "auto":
         return [requested] if requested == "sdpa" else [requested, "sdpa"]
     candidates: list[str] = []
     half = dtype in (torch.float16, torch.bfloat16)
     if device.type == "cuda" and half and importlib.util.find_spec("flash_attn") is not None:
         candidates.append("flash_attention_2")
+    if kernel_available(device, dtype):
+        candidates.append(ATTENTION_NAME)
     candidates.append("sdpa")
     return candidates
+
+
+#: Attention implementations fed packed (unpadded) batches instead of padded ones.
+PACKED_ATTENTION = frozenset({"flash_attention_2", "ettin_varlen"})
 
 
 def default_batch_tokens(device: torch.device) -> int:

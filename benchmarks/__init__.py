@@ -1,0 +1,1 @@
+"""Reproducible speed and accuracy comparisons of ettin-integrations against the anchors."""

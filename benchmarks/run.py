@@ -1,0 +1,172 @@
+"""Benchmark harness: every variant on the same workload, in one run, as ratios against the anchor.
+
+    python -m benchmarks.run --sizes 17m 32m                       # CPU, default variants
+    python -m benchmarks.run --sizes 17m 150m 1b --device cuda --max-length 512 --queries 40
+    python -m benchmarks.run --sizes tiny --queries 2 --k 8 --repeats 1   # smoke test
+
+Each variant runs in its own process (clean peak memory), warm-up first, then ``--repeats`` timed
+passes over Q queries x K candidates (pairs/s is the median pass). Scores of every variant are
+compared with the float32 ``predict`` reference: max abs difference and Kendall tau per query.
+Writes ``<out>/results.json`` and ``<out>/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from .variants import DEFAULT_VARIANTS
+
+REFERENCE = "predict"
+ROOT = Path(__file__).resolve().parent
+
+
+def checkpoint_for(size: str, cache: Path) -> str:
+    """Ettin-shaped checkpoint with random weights (real tokenizer when ../shared has it), cached."""
+    from ettin_integrations.testing import build_checkpoint
+
+    return str(build_checkpoint(cache / size, size))
+
+
+def _run_variant(variant: str, checkpoint: str, args: argparse.Namespace) -> dict[str, Any]:
+    command = [
+        sys.executable, "-m", "benchmarks.measure", "--variant", variant, "--checkpoint", checkpoint,
+        "--device", args.device, "--queries", str(args.queries), "--k", str(args.k),
+        "--repeats", str(args.repeats), "--seed", str(args.seed),
+    ]  # fmt: skip
+    if args.max_length:
+        command += ["--max-length", str(args.max_length)]
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT.parent, env=env)
+    if done.returncode != 0:
+        return {"variant": variant, "error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
+    return json.loads(done.stdout)
+
+
+def _kendall_tau(a: list[float], b: list[float]) -> float:
+    from scipy.stats import kendalltau
+
+    tau = kendalltau(a, b).statistic
+    return 1.0 if tau != tau else float(tau)  # constant inputs give NaN: identical orderings
+
+
+def summarize(result: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
+    if "pairs_per_second" not in result:
+        return result
+    latencies = sorted(result["latencies_ms"])
+    summary = {
+        "variant": result["variant"],
+        "pairs_per_second": statistics.median(result["pairs_per_second"]),
+        "p50_ms": statistics.median(latencies),
+        "p95_ms": latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))],
+        "peak_memory_mb": result["peak_memory_mb"],
+    }
+    if reference is not None and "scores" in reference:
+        diffs = [abs(x - y) for q, r in zip(result["scores"], reference["scores"]) for x, y in zip(q, r)]
+        taus = [_kendall_tau(q, r) for q, r in zip(result["scores"], reference["scores"])]
+        summary.update(max_abs_diff=max(diffs), min_kendall_tau=min(taus), mean_kendall_tau=statistics.mean(taus))
+    return summary
+
+
+def _environment(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    device = args.device
+    if device.startswith("cuda") and torch.cuda.is_available():
+        device = f"{device} ({torch.cuda.get_device_name()})"
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}",
+        "device": device,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "versions": {n: v(n) for n in ("torch", "transformers", "sentence-transformers", "ettin-integrations")},
+        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+        "workload": f"{args.queries} queries x {args.k} candidates (NQ-like lengths), seed {args.seed}, "
+        f"{args.repeats} timed passes after a warm-up, max_length {args.max_length or 'model default (7999)'}",
+    }
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    lines = [
+        f"Machine: {env['machine']}; device: {env['device']}; CPU kernels: {env['cpu_capability']}",
+        f"Date: {env['date']}; versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        f"Command: `{env['command']}`",
+        f"Workload: {env['workload']}",
+        "",
+    ]
+    for size, rows in report["sizes"].items():
+        ref = next((r for r in rows if r.get("variant") == REFERENCE and "pairs_per_second" in r), None)
+        lines += [
+            f"#### {size}",
+            "",
+            "| variant | pairs/s | vs predict | top-K p50 ms | p95 ms | peak MB | max abs diff | min / mean Kendall tau |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            if "pairs_per_second" not in r:
+                lines.append(f"| {r['variant']} | {r.get('unavailable') or r.get('error')} | | | | | | |")
+                continue
+            ratio = r["pairs_per_second"] / ref["pairs_per_second"] if ref else float("nan")
+            lines.append(
+                f"| {r['variant']} | {r['pairs_per_second']:.1f} | {ratio:.2f}x | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} "
+                f"| {r['peak_memory_mb']:.0f} | {r.get('max_abs_diff', float('nan')):.2e} "
+                f"| {r.get('min_kendall_tau', float('nan')):.4f} / {r.get('mean_kendall_tau', float('nan')):.4f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["17m", "32m"], help="17m 32m 68m 150m 400m 1b tiny")
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--queries", type=int, default=6)
+    parser.add_argument("--k", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "out"))
+    parser.add_argument("--cache", default=str(ROOT / ".cache"), help="where built checkpoints are kept")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    variants = [REFERENCE] + [v for v in args.variants if v != REFERENCE]
+
+    report: dict[str, Any] = {"environment": _environment(args), "sizes": {}, "raw": {}}
+    for size in args.sizes:
+        checkpoint = checkpoint_for(size, Path(args.cache))
+        raw = []
+        for variant in variants:
+            print(f"[{size}] {variant} ...", file=sys.stderr, flush=True)
+            raw.append(_run_variant(variant, checkpoint, args))
+        reference = raw[0] if "scores" in raw[0] else None
+        report["sizes"][size] = [summarize(r, reference) for r in raw]
+        report["raw"][size] = raw
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=1))
+    markdown = to_markdown(report)
+    (out / "results.md").write_text(markdown + "\n")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""A deterministic retrieve-then-rerank workload shaped like Natural Questions.
+
+Q queries of 6-15 words, each with K candidate passages whose lengths are long-tailed: most near
+100 words (NQ's median passage), a tail up to about 1000. Text is drawn from a fixed word list with
+a seeded RNG, so every run (and every machine) scores exactly the same pairs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+_WORDS = (
+    "the of and to in is was for on that by with as at from his her an are were which be this "
+    "city river war king music film album team season game player company government state party "
+    "population capital island church university school book novel series episode character song "
+    "released founded born died located known largest first second third national international "
+    "american british french german river mountain lake ocean north south east west century year "
+    "million thousand hundred people language history culture science energy water light plant cell "
+    "protein gene disease treatment patient hospital doctor court law president minister election "
+    "army battle empire revolution independence treaty bridge railway station airport road museum "
+    "painting artist poet author writer director actor award prize championship league cup club "
+    "records chart single version original production studio network television radio broadcast "
+    "system computer software data network internet program language code algorithm model theory "
+    "chemical element atom molecule reaction temperature pressure speed distance area region district"
+).split()
+
+
+@dataclass(frozen=True)
+class Workload:
+    queries: list[str]
+    candidates: list[list[str]]  # candidates[i] are the K passages retrieved for queries[i]
+
+    @property
+    def num_pairs(self) -> int:
+        return sum(len(c) for c in self.candidates)
+
+
+def _passage_words(rng: random.Random) -> int:
+    if rng.random() < 0.1:  # the long tail: a few passages far longer than the median
+        return rng.randint(300, 1000)
+    return max(20, min(1000, int(rng.lognormvariate(math.log(100), 0.45))))
+
+
+def _text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words)).capitalize() + "."
+
+
+def make_workload(num_queries: int = 20, k: int = 50, seed: int = 0) -> Workload:
+    rng = random.Random(seed)
+    queries = [_text(rng, rng.randint(6, 15)).rstrip(".") + "?" for _ in range(num_queries)]
+    candidates = [[_text(rng, _passage_words(rng)) for _ in range(k)] for _ in range(num_queries)]
+    return Workload(queries, candidates)
