@@ -52,6 +52,20 @@ def _run_variant(variant: str, checkpoint: str, args: argparse.Namespace) -> dic
     return json.loads(done.stdout)
 
 
+def _run_overhead(checkpoint: str, args: argparse.Namespace) -> dict[str, Any]:
+    command = [
+        sys.executable, "-m", "benchmarks.overhead", "--checkpoint", checkpoint, "--device", args.device,
+        "--queries", str(args.queries), "--k", str(args.k), "--rounds", str(args.repeats), "--seed", str(args.seed),
+    ]  # fmt: skip
+    if args.max_length:
+        command += ["--max-length", str(args.max_length)]
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT.parent, env=env)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
+    return json.loads(done.stdout)
+
+
 def _kendall_tau(a: list[float], b: list[float]) -> float:
     from scipy.stats import kendalltau
 
@@ -95,6 +109,7 @@ def _environment(args: argparse.Namespace) -> dict[str, Any]:
         "device": device,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "versions": {n: v(n) for n in ("torch", "transformers", "sentence-transformers", "ettin-integrations")},
+        "k": args.k,
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
         "workload": f"{args.queries} queries x {args.k} candidates (NQ-like lengths), seed {args.seed}, "
         f"{args.repeats} timed passes after a warm-up, max_length {args.max_length or 'model default (7999)'}",
@@ -129,6 +144,19 @@ def to_markdown(report: dict[str, Any]) -> str:
                 f"| {r.get('min_kendall_tau', float('nan')):.4f} / {r.get('mean_kendall_tau', float('nan')):.4f} |"
             )
         lines.append("")
+        overhead = report.get("overhead", {}).get(size)
+        if overhead and "overhead_pct" in overhead:
+            parts = [
+                f"{name} {overhead['translation_ms'][name]:.2f} ms = {overhead['translation_pct'][name]:.2f}% "
+                f"(end to end, interleaved: {overhead['overhead_pct'][name]:+.1f}%)"
+                for name in overhead["overhead_pct"]
+            ]
+            lines += [
+                f"Adapter overhead per top-{report['environment'].get('k', '')} query, engine median "
+                f"{overhead['median_ms']['engine']:.0f} ms: time spent in the adapter outside the model: "
+                + "; ".join(parts),
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -144,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "out"))
     parser.add_argument("--cache", default=str(ROOT / ".cache"), help="where built checkpoints are kept")
+    parser.add_argument("--no-overhead", action="store_true", help="skip the in-process adapter overhead check")
     args = parser.parse_args(argv)
     args.argv = argv
     variants = [REFERENCE] + [v for v in args.variants if v != REFERENCE]
@@ -158,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         reference = raw[0] if "scores" in raw[0] else None
         report["sizes"][size] = [summarize(r, reference) for r in raw]
         report["raw"][size] = raw
+        if not args.no_overhead:
+            print(f"[{size}] adapter overhead ...", file=sys.stderr, flush=True)
+            report.setdefault("overhead", {})[size] = _run_overhead(checkpoint, args)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -127,13 +127,14 @@ def _llamaindex_sentence_transformer(checkpoint: str, device: str) -> Scorer:
 
 
 def _langchain_huggingface(checkpoint: str, device: str) -> Scorer:
+    import warnings
+
     try:
-        from langchain_community.cross_encoders import HuggingFaceCrossEncoder
-    except ImportError:
-        try:
-            from langchain_huggingface.cross_encoders import HuggingFaceCrossEncoder
-        except ImportError as exc:
-            raise Unavailable(f"langchain-community / langchain-huggingface is not installed ({exc})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from langchain_community.cross_encoders import HuggingFaceCrossEncoder
+    except ImportError as exc:
+        raise Unavailable(f"langchain-community is not installed ({exc})") from None
 
     cross_encoder = HuggingFaceCrossEncoder(model_name=checkpoint, model_kwargs={"device": device})
 

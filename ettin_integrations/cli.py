@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(evaluate)
 
     bench = commands.add_parser("bench", help="run the benchmark harness (see benchmarks/)")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the harness (try: bench --help)")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for benchmarks/run.py, e.g. --sizes 17m 32m")
     return parser
 
 
@@ -205,7 +205,9 @@ def _eval(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
+def _bench(harness_args: list[str]) -> int:
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
     try:
         from benchmarks.run import main as bench_main
     except ImportError:
@@ -213,12 +215,20 @@ def _bench(args: argparse.Namespace) -> int:
             "The benchmark harness lives in the source checkout's benchmarks/ folder; "
             "run 'ettin-rerank bench' from the repository root."
         ) from None
-    return bench_main(args.args) or 0
+    return bench_main(harness_args) or 0
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
     out = out or sys.stdout
     stdin = stdin or sys.stdin
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"] and argv[1:2] not in (["-h"], ["--help"]):
+        # argparse's REMAINDER drops leading options, so hand the harness its arguments untouched.
+        try:
+            return _bench(argv[1:])
+        except CliError as exc:
+            print(f"ettin-rerank: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
@@ -232,9 +242,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, stdin:
         if args.command == "eval":
             return _eval(args, out)
         if args.command == "bench":
-            if str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))
-            return _bench(args)
+            return _bench(args.args)
     except CliError as exc:
         print(f"ettin-rerank: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

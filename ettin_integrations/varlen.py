@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .local_attention import banded_attention, key_padding_mask
+
 logger = logging.getLogger(__name__)
 
 ATTENTION_NAME = "ettin_varlen"
@@ -39,15 +41,15 @@ def kernel_available(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 def register() -> str:
-    """Register the attention (and its mask rule) with transformers once; returns its name."""
+    """Register the attention function (and its mask rule) with transformers once; returns its name."""
     global _registered
     if not _registered:
         from transformers import AttentionInterface
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
 
         AttentionInterface.register(ATTENTION_NAME, varlen_attention_forward)
-        # Packed inputs carry no padding, so like flash-attention no dense mask is ever built
-        # (a dense mask over a 50k-token packed batch would need gigabytes).
+        # Like flash-attention, take the 2D padding mask (or None) and never build a dense L x L
+        # mask: over a 50k-token packed batch that alone would need gigabytes.
         ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, flash_attention_mask)
         _registered = True
     return ATTENTION_NAME
@@ -78,21 +80,14 @@ def varlen_attention_forward(
 ) -> tuple[torch.Tensor, None]:
     """transformers attention function: (batch, heads, seq, dim) in, (batch, seq, heads, dim) out."""
     if cu_seq_lens_q is None:
-        # Not packed (the load-time check, or a padded batch): plain SDPA. Our mask rule hands us the
-        # 2D padding mask (as flash-attention gets it), so expand it and add the band here.
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        if attention_mask is not None and attention_mask.dim() == 2:
-            attention_mask = attention_mask.bool()[:, None, None, :]
+        # Padded batch (the CPU path, or the load-time check): our mask rule hands over the 2D padding
+        # mask, as flash-attention gets it; local layers compute only inside their band.
+        keys_mask = key_padding_mask(attention_mask)
         if sliding_window is not None:
-            positions = torch.arange(key.shape[-2], device=key.device)
-            band = (positions[:, None] - positions[None, :]).abs() <= sliding_window - 1
-            attention_mask = band[None, None] if attention_mask is None else attention_mask & band[None, None]
-
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-            sliding_window=sliding_window, **kwargs,
-        )  # fmt: skip
+            out = banded_attention(query, key, value, keys_mask, sliding_window - 1, scaling)
+        else:
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=keys_mask, scale=scaling)
+        return out.transpose(1, 2).contiguous(), None
     if query.shape[0] != 1:
         raise ValueError("Packed varlen attention expects one packed sequence (batch size 1).")
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)

@@ -1,0 +1,50 @@
+"""The benchmark harness runs end to end on a tiny model (numbers are measured in benchmarks/, never asserted here)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import statistics
+from pathlib import Path
+
+import pytest
+
+from benchmarks.workload import make_workload
+from ettin_integrations.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_workload_is_deterministic_and_nq_shaped():
+    a, b = make_workload(20, 50, seed=3), make_workload(20, 50, seed=3)
+    assert a == b and a != make_workload(20, 50, seed=4)
+    assert len(a.queries) == 20 and all(len(c) == 50 for c in a.candidates)
+    assert all(6 <= len(q.split()) <= 15 for q in a.queries)
+    words = [len(d.split()) for c in a.candidates for d in c]
+    assert 80 <= statistics.median(words) <= 130 and max(words) <= 1000 and max(words) > 500
+
+
+def test_harness_through_the_cli(tmp_path, tiny_checkpoint, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out_dir = tmp_path / "bench"
+    code = cli_main(
+        [
+            "bench", "--sizes", "tiny", "--queries", "2", "--k", "4", "--repeats", "1",
+            "--variants", "predict", "ours", "ours_langchain", "nonsense",
+            "--out", str(out_dir), "--cache", str(Path(tiny_checkpoint).parent),
+        ],
+        out=io.StringIO(),
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((out_dir / "results.json").read_text())
+    rows = {r["variant"]: r for r in report["sizes"]["tiny"]}
+    assert set(rows) == {"predict", "ours", "ours_langchain", "nonsense"}
+    assert "error" in rows["nonsense"]
+    for name in ("predict", "ours", "ours_langchain"):
+        assert rows[name]["pairs_per_second"] > 0 and rows[name]["p95_ms"] >= rows[name]["p50_ms"]
+        assert rows[name]["max_abs_diff"] < 1e-3 and rows[name]["min_kendall_tau"] > 0.99
+    assert rows["predict"]["max_abs_diff"] == 0.0
+    markdown = (out_dir / "results.md").read_text()
+    assert "| ours |" in markdown and "vs predict" in markdown and "Command:" in markdown
+    assert report["environment"]["versions"]["torch"]
