@@ -6,17 +6,14 @@
 
 from __future__ import annotations
 
-import argparse
-
 from _corpus import CORPUS, QUERIES
-from _embeddings import DEFAULT_EMBEDDER, load_embedder
+from _embeddings import example_parser, load_embedder
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables import RunnableLambda
 from langchain_core.vectorstores import InMemoryVectorStore
 
-from ettin_integrations import DEFAULT_MODEL
 from ettin_integrations.langchain import EttinRerank
 
 
@@ -38,12 +35,7 @@ def format_docs(docs: list[Document]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="Ettin reranker: hub id or local directory")
-    parser.add_argument("--embedder", default=DEFAULT_EMBEDDER, help="retrieval embedder: hub id or local dir")
-    parser.add_argument("--top-n", type=int, default=3)
-    parser.add_argument("--query", action="append", help="query to run (repeatable); default: built-in ones")
-    args = parser.parse_args()
+    args = example_parser(__doc__).parse_args()
 
     store = InMemoryVectorStore(SentenceTransformerEmbeddings(args.embedder))
     store.add_documents([Document(page_content=text, id=str(i)) for i, text in enumerate(CORPUS)])

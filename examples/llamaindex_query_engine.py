@@ -9,17 +9,14 @@ reranked source nodes. Swap in any LlamaIndex LLM for real answers.
 
 from __future__ import annotations
 
-import argparse
-
 from _corpus import CORPUS, QUERIES
-from _embeddings import DEFAULT_EMBEDDER, load_embedder
+from _embeddings import example_parser, load_embedder
 from llama_index.core import VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.llms import MockLLM
 from llama_index.core.schema import TextNode
 from pydantic import PrivateAttr
 
-from ettin_integrations import DEFAULT_MODEL
 from ettin_integrations.llama_index import EttinRerank
 
 
@@ -49,12 +46,7 @@ class SentenceTransformerEmbedding(BaseEmbedding):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="Ettin reranker: hub id or local directory")
-    parser.add_argument("--embedder", default=DEFAULT_EMBEDDER, help="retrieval embedder: hub id or local dir")
-    parser.add_argument("--top-n", type=int, default=3)
-    parser.add_argument("--query", action="append", help="query to run (repeatable); default: built-in ones")
-    args = parser.parse_args()
+    args = example_parser(__doc__).parse_args()
 
     nodes = [TextNode(text=text, id_=str(i)) for i, text in enumerate(CORPUS)]
     index = VectorStoreIndex(nodes, embed_model=SentenceTransformerEmbedding(args.embedder))

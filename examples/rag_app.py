@@ -10,7 +10,6 @@ passage, so the app runs with no key. Models load once, at start-up.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -27,7 +26,7 @@ from pydantic import BaseModel, Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _corpus import CORPUS  # noqa: E402
-from _embeddings import DEFAULT_EMBEDDER, load_embedder  # noqa: E402
+from _embeddings import DEFAULT_EMBEDDER, example_parser, load_embedder  # noqa: E402
 
 from ettin_integrations import DEFAULT_MODEL, get_reranker  # noqa: E402
 
@@ -195,9 +194,7 @@ def create_app(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="Ettin reranker: hub id or local directory")
-    parser.add_argument("--embedder", default=DEFAULT_EMBEDDER, help="retrieval embedder: hub id or local dir")
+    parser = example_parser(__doc__, queries=False)
     parser.add_argument("--corpus", default=None, help="JSONL with {'id', 'text'} per line (default: built-in)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)

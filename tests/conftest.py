@@ -71,3 +71,32 @@ def reference(tiny_checkpoint: str):
     from sentence_transformers import CrossEncoder
 
     return CrossEncoder(tiny_checkpoint, device="cpu")
+
+
+async def await_while_ticking(awaitable):
+    """Await ``awaitable`` while a task ticks every 2 ms; returns (result, ticks, seconds).
+
+    A call that blocked the event loop would let the ticker run at most once while it lasts.
+    """
+    import asyncio
+    import time
+
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0.002)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    try:
+        result = await awaitable
+    finally:
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await task
+    return result, ticks, elapsed

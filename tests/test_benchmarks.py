@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import statistics
 from pathlib import Path
 
-import pytest
 
 from benchmarks.workload import make_workload
 from ettin_integrations.cli import main as cli_main

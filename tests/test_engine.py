@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import pickle
 import threading
-import time
 
 import numpy as np
 import pytest
 import torch
-from conftest import DOCUMENTS, QUERY
+from conftest import DOCUMENTS, QUERY, await_while_ticking
 from sentence_transformers import CrossEncoder
 
 from ettin_integrations import EttinReranker, RankResult, get_reranker
@@ -250,23 +248,8 @@ def test_concurrent_threads_get_serial_results(tiny_checkpoint):
 async def test_async_matches_and_does_not_block_the_loop(tiny_checkpoint):
     reranker = EttinReranker(tiny_checkpoint, device="cpu", batch_tokens=64)
     docs = DOCUMENTS * 20
-    ticks = 0
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await asyncio.sleep(0.002)
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    started = time.perf_counter()
-    scores = await reranker.ascore(QUERY, docs)
-    elapsed = time.perf_counter() - started
+    scores, ticks, elapsed = await await_while_ticking(reranker.ascore(QUERY, docs))
     ranked = await reranker.arank(QUERY, docs, top_n=5)
-    stop.set()
-    await task
     assert scores == reranker.score(QUERY, docs)
     assert [r.index for r in ranked] == [r.index for r in reranker.rank(QUERY, docs, top_n=5)]
     # A blocked loop would tick at most once during the call.

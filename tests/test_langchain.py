@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import pickle
-import time
 
 import pytest
 
 pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_classic")
 
-from conftest import DOCUMENTS, QUERY  # noqa: E402
+from conftest import DOCUMENTS, QUERY, await_while_ticking  # noqa: E402
 from langchain_classic.retrievers import ContextualCompressionRetriever  # noqa: E402
 from langchain_classic.retrievers.document_compressors import CrossEncoderReranker  # noqa: E402
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler  # noqa: E402
@@ -166,28 +165,12 @@ async def test_async_matches_sync_and_does_not_block(store, compressor):
 
     docs = _documents() * 10
     sync = compressor.compress_documents(docs, QUERY)
-    ticks = 0
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0.002)
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
     recorder = AsyncRecorder()
-    started = time.perf_counter()
-    result = await compressor.acompress_documents(docs, QUERY, callbacks=[recorder])
-    elapsed = time.perf_counter() - started
-    done.set()
-    await task
+    result, ticks, elapsed = await await_while_ticking(compressor.acompress_documents(docs, QUERY, callbacks=[recorder]))
     assert [d.page_content for d in result] == [d.page_content for d in sync]
     assert [d.metadata["relevance_score"] for d in result] == [d.metadata["relevance_score"] for d in sync]
     assert recorder.names == ["ettin_rerank"]
-    if elapsed > 0.02:
-        assert ticks >= 3
+    assert elapsed > 0.02 and ticks >= 3
     retriever = ContextualCompressionRetriever(
         base_compressor=compressor, base_retriever=store.as_retriever(search_kwargs={"k": 50})
     )

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import pickle
-import time
 
 import pytest
 
 pytest.importorskip("llama_index.core")
 
-from conftest import DOCUMENTS, QUERY  # noqa: E402
+from conftest import DOCUMENTS, QUERY, await_while_ticking  # noqa: E402
 from llama_index.core import VectorStoreIndex  # noqa: E402
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload  # noqa: E402
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler  # noqa: E402
@@ -187,22 +185,9 @@ async def test_async_matches_sync_without_blocking(tiny_checkpoint, recorder):
     postprocessor = EttinRerank(model=tiny_checkpoint, device="cpu", top_n=5, batch_tokens=64)
     nodes = _nodes() * 10
     sync = postprocessor.postprocess_nodes(nodes, query_str=QUERY)
-    ticks = 0
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0.002)
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    started = time.perf_counter()
-    result = await postprocessor.apostprocess_nodes(nodes, query_bundle=QueryBundle(QUERY))
-    elapsed = time.perf_counter() - started
-    done.set()
-    await task
+    result, ticks, elapsed = await await_while_ticking(
+        postprocessor.apostprocess_nodes(nodes, query_bundle=QueryBundle(QUERY))
+    )
     assert [n.node.node_id for n in result] == [n.node.node_id for n in sync]
     assert [n.score for n in result] == [n.score for n in sync]
     assert elapsed > 0.02 and ticks >= 3
