@@ -14,7 +14,7 @@ import sys
 import time
 
 from .variants import Unavailable, make_scorer
-from .workload import make_workload
+from .workload import add_workload_args, make_workload
 
 
 def measure(
@@ -75,12 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variant", required=True)
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--max-length", type=int, default=None)
-    parser.add_argument("--queries", type=int, default=6)
-    parser.add_argument("--k", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    add_workload_args(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     result = measure(

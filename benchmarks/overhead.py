@@ -4,7 +4,7 @@ Separate processes drift by several percent on a shared machine, more than the o
 the engine, the LangChain compressor and the LlamaIndex postprocessor (sharing one engine) score
 the same query back to back, round after round, and the medians are compared.
 
-    python -m benchmarks.overhead --checkpoint PATH --queries 5 --k 50 --rounds 5
+    python -m benchmarks.overhead --checkpoint PATH --queries 5 --k 50 --repeats 5
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 
-from .workload import make_workload
+from .workload import add_workload_args, make_workload
 
 
 def measure(checkpoint: str, device: str, max_length: int | None, queries: int, k: int, rounds: int, seed: int) -> dict:
@@ -97,15 +97,10 @@ def _translation_ms(engine, langchain, llama, inputs, repeats: int = 20) -> dict
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--max-length", type=int, default=None)
-    parser.add_argument("--queries", type=int, default=5)
-    parser.add_argument("--k", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    add_workload_args(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    result = measure(args.checkpoint, args.device, args.max_length, args.queries, args.k, args.rounds, args.seed)
+    result = measure(args.checkpoint, args.device, args.max_length, args.queries, args.k, args.repeats, args.seed)
     json.dump(result, sys.stdout)
 
 

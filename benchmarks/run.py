@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .variants import DEFAULT_VARIANTS
+from .workload import add_workload_args, workload_argv
 
 REFERENCE = "predict"
 ROOT = Path(__file__).resolve().parent
@@ -37,33 +38,22 @@ def checkpoint_for(size: str, cache: Path) -> str:
     return str(build_checkpoint(cache / size, size))
 
 
-def _run_variant(variant: str, checkpoint: str, args: argparse.Namespace) -> dict[str, Any]:
-    command = [
-        sys.executable, "-m", "benchmarks.measure", "--variant", variant, "--checkpoint", checkpoint,
-        "--device", args.device, "--queries", str(args.queries), "--k", str(args.k),
-        "--repeats", str(args.repeats), "--seed", str(args.seed),
-    ]  # fmt: skip
-    if args.max_length:
-        command += ["--max-length", str(args.max_length)]
-    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT.parent, env=env)
-    if done.returncode != 0:
-        return {"variant": variant, "error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
-    return json.loads(done.stdout)
-
-
-def _run_overhead(checkpoint: str, args: argparse.Namespace) -> dict[str, Any]:
-    command = [
-        sys.executable, "-m", "benchmarks.overhead", "--checkpoint", checkpoint, "--device", args.device,
-        "--queries", str(args.queries), "--k", str(args.k), "--rounds", str(args.repeats), "--seed", str(args.seed),
-    ]  # fmt: skip
-    if args.max_length:
-        command += ["--max-length", str(args.max_length)]
+def _child(module: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
+    """Run ``python -m benchmarks.<module>`` with the workload options; its stdout is one JSON object."""
+    command = [sys.executable, "-m", f"benchmarks.{module}", *extra, *workload_argv(args)]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT.parent, env=env)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
     return json.loads(done.stdout)
+
+
+def _run_variant(variant: str, checkpoint: str, args: argparse.Namespace) -> dict[str, Any]:
+    return {"variant": variant, **_child("measure", args, "--variant", variant, "--checkpoint", checkpoint)}
+
+
+def _run_overhead(checkpoint: str, args: argparse.Namespace) -> dict[str, Any]:
+    return _child("overhead", args, "--checkpoint", checkpoint)
 
 
 def _kendall_tau(a: list[float], b: list[float]) -> float:
@@ -164,12 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["17m", "32m"], help="17m 32m 68m 150m 400m 1b tiny")
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--max-length", type=int, default=None)
-    parser.add_argument("--queries", type=int, default=6)
-    parser.add_argument("--k", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    add_workload_args(parser)
     parser.add_argument("--out", default=str(ROOT / "out"))
     parser.add_argument("--cache", default=str(ROOT / ".cache"), help="where built checkpoints are kept")
     parser.add_argument("--no-overhead", action="store_true", help="skip the in-process adapter overhead check")

@@ -7,6 +7,7 @@ a seeded RNG, so every run (and every machine) scores exactly the same pairs.
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 from dataclasses import dataclass
@@ -52,3 +53,26 @@ def make_workload(num_queries: int = 20, k: int = 50, seed: int = 0) -> Workload
     queries = [_text(rng, rng.randint(6, 15)).rstrip(".") + "?" for _ in range(num_queries)]
     candidates = [[_text(rng, _passage_words(rng)) for _ in range(k)] for _ in range(num_queries)]
     return Workload(queries, candidates)
+
+
+#: Options every harness process takes, so the parent can forward them unchanged.
+WORKLOAD_OPTIONS = ("device", "max_length", "queries", "k", "repeats", "seed")
+
+
+def add_workload_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--queries", type=int, default=6, help="queries per pass")
+    parser.add_argument("--k", type=int, default=50, help="candidates per query")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes (or rounds) after a warm-up")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def workload_argv(args: argparse.Namespace) -> list[str]:
+    """``args``' workload options as command-line arguments for a child process."""
+    argv: list[str] = []
+    for name in WORKLOAD_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    return argv

@@ -46,3 +46,7 @@ def test_harness_through_the_cli(tmp_path, tiny_checkpoint, monkeypatch):
     markdown = (out_dir / "results.md").read_text()
     assert "| ours |" in markdown and "vs predict" in markdown and "Command:" in markdown
     assert report["environment"]["versions"]["torch"]
+    overhead = report["overhead"]["tiny"]
+    assert set(overhead["translation_ms"]) == {"langchain", "llamaindex"}
+    assert all(ms > 0 for ms in overhead["translation_ms"].values())
+    assert "Adapter overhead" in markdown
