@@ -79,7 +79,7 @@ class EttinRerank(EngineOptions, BaseDocumentCompressor):
         if not documents:
             return []
         started = time.perf_counter()
-        results = self._rank(documents, query)
+        results = self.reranker.rank(query, self._texts(documents), self.top_n, self.score_threshold)
         compressed = [_scored_copy(documents[r.index], r, self.normalize) for r in results]
         if callbacks is not None:
             CallbackManager.configure(inheritable_callbacks=callbacks).on_custom_event(
@@ -94,17 +94,13 @@ class EttinRerank(EngineOptions, BaseDocumentCompressor):
         if not documents:
             return []
         started = time.perf_counter()
-        texts = self._texts(documents)
-        results = await self.reranker.arank(query, texts, self.top_n, self.score_threshold)
+        results = await self.reranker.arank(query, self._texts(documents), self.top_n, self.score_threshold)
         compressed = [_scored_copy(documents[r.index], r, self.normalize) for r in results]
         if callbacks is not None:
             await AsyncCallbackManager.configure(inheritable_callbacks=callbacks).on_custom_event(
                 EVENT_NAME, self._event_data(documents, results, started)
             )
         return compressed
-
-    def _rank(self, documents: Sequence[Document], query: str) -> list[RankResult]:
-        return self.reranker.rank(query, self._texts(documents), self.top_n, self.score_threshold)
 
     @staticmethod
     def _texts(documents: Sequence[Document]) -> list[str]:

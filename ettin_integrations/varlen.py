@@ -14,6 +14,7 @@ sequence at a time with SDPA and the same band mask, so the unpadded path is tes
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from typing import Any
 
@@ -33,8 +34,9 @@ def kernel_available(device: torch.device, dtype: torch.dtype) -> bool:
     if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16) or not torch.cuda.is_available():
         return False
     try:
-        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
-    except ImportError:
+        if importlib.util.find_spec("torch.nn.attention.varlen") is None:
+            return False
+    except ModuleNotFoundError:
         return False
     index = device.index if device.index is not None else torch.cuda.current_device()
     return torch.cuda.get_device_capability(index) >= (8, 0)
