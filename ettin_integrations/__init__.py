@@ -1,23 +1,46 @@
 """Ettin cross-encoder rerankers for RAG: one exact, fast engine, with LangChain and LlamaIndex adapters.
 
 Core names live here; the adapters are imported from ``ettin_integrations.langchain`` and
-``ettin_integrations.llama_index`` so those frameworks stay optional.
+``ettin_integrations.llama_index`` so those frameworks stay optional. Names are imported on first
+use, so ``import ettin_integrations`` (and the CLI's ``--help``) does not pay for torch.
 """
 
 from __future__ import annotations
 
-from .engine import DEFAULT_MODEL, EttinReranker
-from .registry import clear_cache, get_reranker
-from .results import RankResult, ScoreDetails
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "EttinReranker",
-    "RankResult",
-    "ScoreDetails",
-    "clear_cache",
-    "get_reranker",
-    "__version__",
-]
+_EXPORTS = {
+    "DEFAULT_MODEL": "config",
+    "EngineConfig": "config",
+    "EttinReranker": "engine",
+    "ModelLoadError": "runtime.loading",
+    "RankResult": "results",
+    "ScoreDetails": "results",
+    "clear_cache": "registry",
+    "get_reranker": "registry",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:
+    from .config import DEFAULT_MODEL, EngineConfig
+    from .engine import EttinReranker
+    from .registry import clear_cache, get_reranker
+    from .results import RankResult, ScoreDetails
+    from .runtime.loading import ModelLoadError
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ettin_integrations' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,39 +1,22 @@
-"""Engine options as pydantic fields, shared by the LangChain and LlamaIndex adapters.
+"""What both adapters share: the engine options as pydantic fields, and how they become an engine.
 
-Both frameworks model their components with pydantic, so the adapters inherit these fields instead
-of each declaring (and drifting from) the engine's options. Importing this module needs pydantic,
-which both frameworks bring; the core engine does not.
+LangChain and LlamaIndex model their components with pydantic, so the adapters inherit
+:class:`~ettin_integrations.config.EngineFields` (the one declaration of every option) instead of
+declaring the options again. The engine loads lazily, on first use, so building an adapter stays
+cheap and pickles stay light; a local model path is still checked at construction.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import copy
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import PrivateAttr, ValidationError, model_validator
 
-from .engine import DEFAULT_MODEL, EttinReranker
+from .config import EngineConfig, EngineFields, describe_validation_error, unknown_option_message
+from .engine import EttinReranker
 from .registry import get_reranker
-
-ENGINE_FIELDS = (
-    "model",
-    "device",
-    "dtype",
-    "max_length",
-    "batch_tokens",
-    "normalize",
-    "revision",
-    "local_files_only",
-    "trust_remote_code",
-    "model_kwargs",
-    "attention",
-    "keep_query_tokens",
-    "long_documents",
-    "chunk_tokens",
-    "chunk_overlap",
-    "chunk_aggregate",
-    "normalize_shift",
-    "normalize_temperature",
-)
+from .runtime.loading import check_local_model
 
 # Metadata keys the adapters write (documented in README).
 RAW_SCORE_KEY = "rerank_raw_score"
@@ -41,56 +24,54 @@ TRUNCATED_KEY = "rerank_truncated"
 WINDOWS_KEY = "rerank_windows"
 
 
-class EngineOptions(BaseModel):
-    """Fields that select and configure the shared :class:`EttinReranker`."""
+class EngineOptions(EngineFields):
+    """Engine options as adapter fields, plus ``reranker=`` to reuse an existing engine.
 
-    model_config = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=True)
+    Accepts the model positionally (``EttinRerank("/models/ettin-17m")``), ``device=None`` as
+    ``"auto"``, and rejects unknown arguments with the option that was probably meant.
+    """
 
-    model: str = Field(default=DEFAULT_MODEL, description="Hub id or local directory of the Ettin cross-encoder.")
-    device: str = Field(default="auto", description="'auto' (cuda, then mps, then cpu) or a torch device string.")
-    dtype: str = Field(default="auto", description="'auto' (bf16 on CUDA, float32 on CPU), 'float32', 'bfloat16'.")
-    max_length: int | None = Field(default=None, description="Longest pair in tokens; default the model's limit.")
-    batch_tokens: int | None = Field(default=None, description="Padded tokens per forward pass; default per device.")
-    normalize: Literal["sigmoid"] | None = Field(
-        default=None, description="None for raw logits (about -12..22) or 'sigmoid' for sigmoid(x - 6) in 0..1."
-    )
-    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit).")
-    local_files_only: bool = Field(default=False, description="Load only from local files or the cache.")
-    trust_remote_code: bool = Field(default=False, description="Allow custom model code from the hub.")
-    model_kwargs: dict[str, Any] | None = Field(default=None, description="Extra kwargs for the transformers model.")
-    attention: str = Field(default="auto", description="'auto' or a transformers attn_implementation.")
-    keep_query_tokens: int = Field(default=256, description="Query tokens always kept when a pair is truncated.")
-    long_documents: Literal["truncate", "chunk"] = Field(
-        default="truncate", description="'truncate' long documents, or 'chunk' them into scored windows."
-    )
-    chunk_tokens: int | None = Field(default=None, description="Document tokens per window in chunk mode.")
-    chunk_overlap: int | None = Field(default=None, description="Tokens shared by consecutive windows.")
-    chunk_aggregate: Literal["max", "mean", "first"] = Field(
-        default="max", description="How window scores combine into one document score."
-    )
-    normalize_shift: float = Field(default=6.0, description="Logit mapped to 0.5 by normalize='sigmoid'.")
-    normalize_temperature: float = Field(default=1.0, description="Divides the shifted logit before the sigmoid.")
+    _engine: Any = PrivateAttr(default=None)
 
-    _engine: EttinReranker | None = PrivateAttr(default=None)
-
-    def __init__(self, *, reranker: EttinReranker | None = None, **data: Any) -> None:
+    def __init__(self, model: str | None = None, /, *, reranker: EttinReranker | None = None, **data: Any) -> None:
+        owner = type(self).__name__
+        if model is not None:
+            if "model" in data:
+                raise TypeError(f"{owner} got the model twice: positionally and as model=.")
+            data["model"] = model
+        unknown = [k for k in data if k not in type(self).model_fields and not self._accepts_extra(k)]
+        if unknown:
+            raise TypeError(unknown_option_message(owner, unknown, list(type(self).model_fields)))
         if reranker is not None:
-            if not isinstance(reranker, EttinReranker):
+            if not isinstance(reranker, EttinReranker) and not _is_remote(reranker):
                 raise TypeError(f"reranker must be an EttinReranker, got {type(reranker).__name__}.")
             given = reranker.options
-            for name in ENGINE_FIELDS:
+            for name in EngineFields.option_names():
                 if name in data and data[name] != given[name]:
                     raise ValueError(
                         f"{name}={data[name]!r} conflicts with the reranker passed in ({name}={given[name]!r}); "
                         "pass either reranker= or engine options, not both."
                     )
                 data[name] = given[name]
-        super().__init__(**data)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ValueError(describe_validation_error(owner, exc)) from None
         self._engine = reranker
 
-    def engine_options(self) -> dict[str, Any]:
-        """The options that pick the shared engine (see :func:`ettin_integrations.get_reranker`)."""
-        return {name: getattr(self, name) for name in ENGINE_FIELDS}
+    @classmethod
+    def _accepts_extra(cls, name: str) -> bool:
+        """Names the framework base class takes without declaring them as fields (none by default)."""
+        return False
+
+    @model_validator(mode="after")
+    def _check_model_path(self) -> EngineOptions:
+        check_local_model(self.model)
+        return self
+
+    def engine_config(self) -> EngineConfig:
+        """The engine options as an :class:`EngineConfig` (the key of the shared engine)."""
+        return EngineConfig.create(type(self).__name__, **self.engine_options())
 
     @property
     def reranker(self) -> EttinReranker:
@@ -99,3 +80,13 @@ class EngineOptions(BaseModel):
             options = self.engine_options()
             self._engine = get_reranker(options.pop("model"), **options)
         return self._engine
+
+
+def _is_remote(reranker: Any) -> bool:
+    # Anything with the engine's read API and options can stand in (a remote client, a test double).
+    return all(hasattr(reranker, name) for name in ("rank", "arank", "options"))
+
+
+def independent_copy(value: Any) -> Any:
+    """A deep copy, so nothing a caller holds is reachable from what an adapter returns."""
+    return copy.deepcopy(value)

@@ -4,44 +4,65 @@
     ettin-rerank rank "query" --docs-file docs.jsonl --top-n 5 --json
     ettin-rerank eval path/to/beir/scifact --k 100 --save-run reranked.trec
     ettin-rerank bench --sizes 17m 32m
+
+Heavy imports (torch, transformers) happen only once a command runs, so ``--help`` is instant.
+Every problem a user can fix exits with status 2 and one line saying what to do.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.util
 import logging
 import os
+import re
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-from .engine import DEFAULT_MODEL
+from . import __version__
+from .config import DEFAULT_MODEL, EngineFields, cli_options
 
 EXIT_USAGE = 2
+COMMANDS = ("rank", "eval", "bench")
 
 
 class CliError(Exception):
-    """A problem the user can fix; printed without a traceback."""
+    """A problem the user can fix; printed as one line without a traceback, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- parser
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _engine_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local directory (default: {DEFAULT_MODEL})")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    parser.add_argument("--max-length", type=int, default=None, help="longest pair in tokens (default: model's)")
-    parser.add_argument("--batch-tokens", type=int, default=None, help="padded tokens per forward pass")
-    parser.add_argument("--normalize", choices=["sigmoid"], default=None, help="map logits to 0..1")
-    parser.add_argument(
-        "--long-documents", choices=["truncate", "chunk"], default="truncate", help="truncate or chunk long documents"
-    )
+    """One flag per engine option, derived from the option declarations (``config.py``)."""
+    group = parser.add_argument_group("engine options")
+    for name, kind, default, help_text, choices in cli_options():
+        flags = [_flag(name)]
+        if name == "local_files_only":
+            flags.append("--offline")
+            help_text += " Also set by HF_HUB_OFFLINE=1."
+        if kind is bool:
+            group.add_argument(*flags, dest=name, action="store_true", help=help_text)
+            continue
+        shown = f" (default: {default})" if default is not None else ""
+        group.add_argument(
+            *flags, dest=name, type=kind, default=default, choices=choices, help=help_text + shown, metavar=None
+        )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ettin-rerank", description="Rerank documents with Ettin cross-encoders.")
+def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine chose and did")
-    commands = parser.add_subparsers(dest="command", required=True)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and one parser per command."""
+    parser = argparse.ArgumentParser(prog="ettin-rerank", description="Rerank documents with Ettin cross-encoders.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _common(parser)
+    commands = parser.add_subparsers(dest="command", metavar="{rank,eval,bench}")
 
     rank = commands.add_parser("rank", help="rerank documents for one query")
     rank.add_argument("query")
@@ -49,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--docs-file", help="JSONL (objects with 'text', optional 'id'; or strings) or TXT, '-' = stdin")
     rank.add_argument("--top-n", type=int, default=None, help="show only the best N")
     rank.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(rank)
     _engine_args(rank)
 
     evaluate = commands.add_parser("eval", help="nDCG@10 / MRR@10 / Recall@k before and after reranking")
@@ -58,81 +80,172 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--embedder", default=None, help="sentence-transformers first stage (default: BM25)")
     evaluate.add_argument("--save-run", default=None, help="write the reranked run in TREC format")
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(evaluate)
     _engine_args(evaluate)
 
-    bench = commands.add_parser("bench", help="run the benchmark harness (see benchmarks/)")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for benchmarks/run.py, e.g. --sizes 17m 32m")
-    return parser
+    from .benchmarking.run import build_parser as bench_parser
+
+    bench = commands.add_parser("bench", help="run the benchmark harness", description="Benchmark harness: "
+                                "every variant on one NQ-like workload, each in its own process.")
+    bench_parser(bench)
+    _common(bench)
+    return parser, {"rank": rank, "eval": evaluate, "bench": bench}
 
 
-def _read_documents(args: argparse.Namespace, stdin: TextIO) -> tuple[list[str], list[str] | None]:
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; options and positional documents may be mixed in any order."""
+    parser, commands = build_parser()
+    position = next((i for i, arg in enumerate(argv) if arg in COMMANDS), None)
+    if position is None:
+        parser.parse_args(argv)  # --help, --version, or a usage error
+        parser.error("choose a command: rank, eval or bench")
+    top = parser.parse_args(argv[:position]) if position else argparse.Namespace(verbose=False)
+    args = commands[argv[position]].parse_intermixed_args(argv[position + 1 :])
+    args.command = argv[position]
+    args.verbose = args.verbose or top.verbose
+    return args
+
+
+# ----------------------------------------------------------------------------- inputs
+def _lines(handle: Iterable[str], source: str) -> Iterable[str]:
+    """Lines of a text stream, with decoding problems reported as the user's file."""
+    try:
+        for line in handle:
+            yield line.rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{source} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8.") from None
+
+
+def _open_docs(path_text: str) -> TextIO:
+    if os.path.isdir(path_text):
+        raise CliError(f"--docs-file {path_text} is a directory; pass a .jsonl or .txt file.")
+    if not os.path.exists(path_text):
+        raise CliError(f"--docs-file {path_text} does not exist.")
+    try:
+        return open(path_text, encoding="utf-8")  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise CliError(f"--docs-file {path_text} cannot be read: {exc.strerror or exc}.") from None
+
+
+def read_documents(args: argparse.Namespace, stdin: TextIO) -> tuple[list[str], list[str] | None]:
+    """Documents (and ids, for JSONL) from the arguments, ``--docs-file`` or stdin, streamed line by line."""
     if args.docs_file and args.documents:
         raise CliError("Give documents as arguments or with --docs-file, not both.")
     if args.documents:
         return list(args.documents), None
     if args.docs_file == "-" or (args.docs_file is None and not stdin.isatty()):
-        return _parse_docs(stdin.read().splitlines(), "<stdin>", jsonl=None)
+        return parse_documents(_lines(stdin, "stdin"), "<stdin>", jsonl=None)
     if args.docs_file is None:
         raise CliError("No documents: pass them as arguments, with --docs-file, or on stdin.")
-    path = Path(args.docs_file)
-    if not path.is_file():
-        raise CliError(f"--docs-file {path} does not exist.")
-    return _parse_docs(path.read_text(encoding="utf-8").splitlines(), str(path), jsonl=path.suffix == ".jsonl")
+    with _open_docs(args.docs_file) as handle:
+        return parse_documents(_lines(handle, args.docs_file), args.docs_file, jsonl=args.docs_file.endswith(".jsonl"))
 
 
-def _parse_docs(lines: list[str], source: str, jsonl: bool | None) -> tuple[list[str], list[str] | None]:
-    """JSONL lines (strings or {"text", "id"}) or plain text, one document per line."""
-    if jsonl is None:  # stdin: JSONL if the first non-empty line looks like JSON
-        first = next((line for line in lines if line.strip()), "")
-        jsonl = first.lstrip().startswith(("{", '"'))
+def parse_documents(lines: Iterable[str], source: str, jsonl: bool | None) -> tuple[list[str], list[str] | None]:
+    """JSONL lines (strings or ``{"text", "id"}``) or plain text, one document per line.
+
+    ``jsonl=None`` decides from the first non-blank line (stdin).
+    """
+    from .jsonl import JsonlError, parse_jsonl
+
+    iterator = iter(lines)
+    head: list[str] = []
+    if jsonl is None:
+        for line in iterator:
+            head.append(line)
+            if line.strip():
+                break
+        jsonl = bool(head) and head[-1].lstrip().startswith(("{", '"'))
+    stream = _chain(head, iterator)
     if not jsonl:
-        return [line for line in lines if line.strip()], None
+        return [line for line in stream if line.strip()], None
     texts: list[str] = []
     ids: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CliError(f"{source}, line {number}: not valid JSON ({exc.msg}).") from None
-        if isinstance(record, str):
-            texts.append(record)
-            ids.append(str(len(texts) - 1))
-        elif isinstance(record, dict) and isinstance(record.get("text"), str):
-            texts.append(record["text"])
-            ids.append(str(record.get("id", record.get("_id", len(texts) - 1))))
-        else:
-            raise CliError(f"{source}, line {number}: expected a string or an object with a string 'text' field.")
+    try:
+        for number, record in parse_jsonl(stream, source):
+            if isinstance(record, str):
+                texts.append(record)
+                ids.append(str(len(texts) - 1))
+            elif isinstance(record, dict) and isinstance(record.get("text"), str):
+                texts.append(record["text"])
+                ids.append(str(record.get("id", record.get("_id", len(texts) - 1))))
+            else:
+                raise CliError(f"{source}, line {number}: expected a string or an object with a string 'text' field.")
+    except JsonlError as exc:
+        raise CliError(str(exc)) from None
     return texts, ids
 
 
-def _make_reranker(args: argparse.Namespace) -> Any:
+def _chain(head: list[str], rest: Iterable[str]) -> Iterable[str]:
+    yield from head
+    yield from rest
+
+
+# ----------------------------------------------------------------------------- engine
+_OPTION_NAMES = tuple(EngineFields.option_names())
+
+
+def _as_flags(message: str) -> str:
+    """Rephrase option names in a Python error as the CLI flags that set them."""
+    return re.sub(
+        r"\b(" + "|".join(_OPTION_NAMES) + r")=", lambda m: _flag(m.group(1)) + " ", message
+    ).replace("model='", "--model '")
+
+
+def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    options = {name: getattr(args, name) for name, *_ in cli_options() if hasattr(args, name)}
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        options["local_files_only"] = True
+    return options
+
+
+def make_reranker(args: argparse.Namespace) -> Any:
+    """The shared engine for the command's flags, with errors phrased for a command-line user."""
     from .registry import get_reranker
+    from .runtime.loading import ModelLoadError
 
+    options = _engine_kwargs(args)
+    if options.get("local_files_only"):
+        os.environ["HF_HUB_OFFLINE"] = "1"  # also for anything else this command loads (the embedder)
     try:
-        return get_reranker(
-            args.model,
-            device=args.device,
-            dtype=args.dtype,
-            max_length=args.max_length,
-            batch_tokens=args.batch_tokens,
-            normalize=args.normalize,
-            long_documents=args.long_documents,
+        return get_reranker(options.pop("model"), **options)
+    except ModelLoadError as exc:
+        message = f"Could not load {exc.model!r}: {exc.reason.rstrip('.')}."
+        if exc.hub_unreachable:
+            message += (
+                " This machine could not reach the Hugging Face Hub: pass --model /path/to/a/local/checkpoint, "
+                "or pre-fill the cache and add --offline (or set HF_HUB_OFFLINE=1) so no network is tried."
+            )
+        raise CliError(message) from None
+    except (OSError, ValueError, TypeError, ImportError, RuntimeError) as exc:
+        raise CliError(_as_flags(str(exc))) from None
+
+
+def require(modules: dict[str, str], extra: str) -> None:
+    """Fail before any work when an optional dependency is missing, with the pip command."""
+    missing = [package for module, package in modules.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise CliError(
+            f"this command needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed. "
+            f"Run: pip install 'ettin-integrations[{extra}]'"
         )
-    except (FileNotFoundError, OSError, ValueError, TypeError, ImportError) as exc:
-        raise CliError(str(exc)) from None
 
 
+# ----------------------------------------------------------------------------- commands
 def _rank(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    documents, ids = _read_documents(args, stdin)
-    if not documents:
-        raise CliError("No documents: pass them as arguments, with --docs-file, or on stdin.")
     if args.top_n is not None and args.top_n < 0:
         raise CliError("--top-n must be >= 0.")
-    reranker = _make_reranker(args)
-    results = reranker.rank(args.query, documents, top_n=args.top_n)
+    documents, ids = read_documents(args, stdin)
+    if not documents:
+        raise CliError("No documents: pass them as arguments, with --docs-file, or on stdin.")
+    reranker = make_reranker(args)
+    try:
+        results = reranker.rank(args.query, documents, top_n=args.top_n)
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from None
     if args.json:
+        import json
+
         payload = [
             {
                 "rank": rank,
@@ -160,16 +273,16 @@ def _rank(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
 
 
 def _eval(args: argparse.Namespace, out: TextIO) -> int:
-    from .beir import DatasetError, load_beir
-    from .evaluation import evaluate, report_rows, write_trec_run
-
+    require({"ir_measures": "ir-measures", **({} if args.embedder else {"bm25s": "bm25s"})}, "cli")
     if args.k < 1:
         raise CliError("--k must be >= 1.")
+    from .evaluation import DatasetError, evaluate, load_beir, report_rows, write_trec_run
+
     try:
         dataset = load_beir(args.dataset, args.split)
     except DatasetError as exc:
         raise CliError(str(exc)) from None
-    reranker = _make_reranker(args)
+    reranker = make_reranker(args)
     try:
         report = evaluate(dataset, reranker, k=args.k, embedder=args.embedder, show_progress_bar=not args.json)
     except OSError as exc:
@@ -177,6 +290,8 @@ def _eval(args: argparse.Namespace, out: TextIO) -> int:
     if args.save_run:
         write_trec_run(report.reranked_run, args.save_run)
     if args.json:
+        import json
+
         json.dump(
             {
                 "before": report.metrics_before,
@@ -205,44 +320,42 @@ def _eval(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _bench(harness_args: list[str]) -> int:
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        from benchmarks.run import main as bench_main
-    except ImportError:
-        raise CliError(
-            "The benchmark harness lives in the source checkout's benchmarks/ folder; "
-            "run 'ettin-rerank bench' from the repository root."
-        ) from None
-    return bench_main(harness_args) or 0
+def _bench(args: argparse.Namespace) -> int:
+    from .benchmarking.run import run
+
+    return run(args)
+
+
+def _configure_logging(verbose: bool) -> None:
+    # Our own logger only: a root handler would print every library's records a second time next to
+    # the handler that library installs itself (the Hub's retry warnings did).
+    ours = logging.getLogger("ettin_integrations")
+    if not any(getattr(h, "_ettin_cli", False) for h in ours.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler._ettin_cli = True  # type: ignore[attr-defined]
+        ours.addHandler(handler)
+    ours.setLevel(logging.INFO if verbose else logging.WARNING)
+    ours.propagate = False
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        for noisy in ("bm25s", "transformers", "sentence_transformers", "huggingface_hub"):
+            logging.getLogger(noisy).setLevel(logging.WARNING if noisy == "huggingface_hub" else logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
+    """Entry point of the ``ettin-rerank`` console script; returns the exit status."""
     out = out or sys.stdout
     stdin = stdin or sys.stdin
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"] and argv[1:2] not in (["-h"], ["--help"]):
-        # argparse's REMAINDER drops leading options, so hand the harness its arguments untouched.
-        try:
-            return _bench(argv[1:])
-        except CliError as exc:
-            print(f"ettin-rerank: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    _configure_logging(args.verbose)
     try:
         if args.command == "rank":
             return _rank(args, out, stdin)
         if args.command == "eval":
             return _eval(args, out)
-        if args.command == "bench":
-            return _bench(args.args)
+        return _bench(args)
     except CliError as exc:
         print(f"ettin-rerank: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -250,7 +363,6 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, stdin:
         # The reader (e.g. `| head`) went away: not an error for a command-line filter.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the interpreter's flush at exit
         return 0
-    return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

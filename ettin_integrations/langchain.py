@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 try:
-    from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
+    from langchain_core.callbacks import AsyncCallbackManager, BaseCallbackManager, CallbackManager, Callbacks
     from langchain_core.cross_encoders import BaseCrossEncoder
     from langchain_core.documents import BaseDocumentCompressor, Document
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -30,26 +30,44 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from pydantic import ConfigDict, Field
 
-from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions
+from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions, independent_copy
 from .engine import EttinReranker
 from .registry import get_reranker
 from .results import RankResult
-from .validation import check_query
+from .runtime.validation import check_query
 
 __all__ = ["EttinCrossEncoder", "EttinRerank"]
 
 EVENT_NAME = "ettin_rerank"
+#: ``rerank(top_n=OWN_TOP_N)`` (the default) uses the compressor's own ``top_n``; ``None`` returns all.
+OWN_TOP_N = -1
 
 
 class EttinRerank(EngineOptions, BaseDocumentCompressor):
     """Reranks retrieved Documents with an Ettin cross-encoder and keeps the best ``top_n``.
 
-    Returns new Documents (same ``id``, metadata copied) with ``relevance_score`` (a float; the
-    sigmoid of the logit when ``normalize="sigmoid"``), ``rerank_raw_score`` (the raw logit),
-    ``rerank_truncated`` and ``rerank_windows``. The caller's Documents are never modified.
-    Pass ``reranker=`` to reuse an existing :class:`EttinReranker`.
+    Returns new Documents (same ``id``; metadata deep-copied) with ``relevance_score`` (a float; the
+    sigmoid of the logit when ``normalize="sigmoid"``), ``rerank_raw_score`` (the raw logit, when
+    normalizing), ``rerank_truncated`` and ``rerank_windows``. The caller's Documents, and anything
+    nested in them, are never modified or shared with the output. The model loads on first use; a
+    local ``model`` path is checked at construction.
 
-    When callbacks are given, an ``ettin_rerank`` custom event reports the model, counts and timing.
+    Args:
+        model: Hub id or local directory (positional or keyword).
+        top_n: Documents to return; ``None`` returns all, reranked.
+        score_threshold: Drop documents scoring below this, before ``top_n``.
+        reranker: An existing :class:`EttinReranker` to use instead of options.
+        **options: Any engine option (see :class:`EttinReranker`), e.g. ``max_length=512``.
+
+    Example::
+
+        from langchain_core.documents import Document
+        from ettin_integrations.langchain import EttinRerank
+
+        compressor = EttinRerank("cross-encoder/ettin-reranker-17m-v1", top_n=2)
+        docs = [Document(page_content="Hamlet is a tragedy by Shakespeare."), Document(page_content="Paris.")]
+        best = compressor.compress_documents(docs, "Who wrote Hamlet?")
+        best[0].metadata["relevance_score"]
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
@@ -60,45 +78,73 @@ class EttinRerank(EngineOptions, BaseDocumentCompressor):
     )
 
     def rerank(
-        self, documents: Sequence[Document | str], query: str, top_n: int | None = None
+        self, documents: Sequence[Document | str], query: str, top_n: int | None = OWN_TOP_N
     ) -> list[dict[str, Any]]:
-        """``[{"index": i, "relevance_score": s}, ...]`` best first, like LangChain's partner rerankers.
+        """Rank documents without building Documents, like LangChain's partner rerankers.
 
-        ``top_n`` defaults to the compressor's own; ``score_threshold`` applies too.
+        Args:
+            documents: Documents or plain strings.
+            query: The search query.
+            top_n: How many to return: ``-1`` (default) uses the compressor's ``top_n``; ``None``
+                returns all; any other number that many. ``score_threshold`` applies too.
+
+        Returns:
+            ``[{"index": i, "relevance_score": s}, ...]``, best first; ``index`` points into ``documents``.
+
+        Example::
+
+            EttinRerank(top_n=3).rerank(["a", "b", "c", "d"], "query", top_n=None)   # all four, ranked
         """
         texts = [d.page_content if isinstance(d, Document) else d for d in documents]
-        results = self.reranker.rank(
-            query, texts, top_n=self.top_n if top_n is None else top_n, score_threshold=self.score_threshold
-        )
+        limit = self.top_n if top_n == OWN_TOP_N else top_n
+        results = self.reranker.rank(query, texts, top_n=limit, score_threshold=self.score_threshold)
         return [{"index": r.index, "relevance_score": r.score} for r in results]
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
-        """New Documents for the best ``top_n`` of ``documents``, by descending relevance."""
+        """The best ``top_n`` of ``documents`` as new Documents, by descending relevance.
+
+        Args:
+            documents: Retrieved Documents.
+            query: The search query.
+            callbacks: LangChain callbacks; an ``ettin_rerank`` custom event reports counts and timing.
+
+        Returns:
+            New Documents (deep copies with scores in metadata), best first.
+
+        Example::
+
+            compressor.compress_documents(retriever.invoke("q"), "q")
+        """
         if not documents:
             return []
         started = time.perf_counter()
         results = self.reranker.rank(query, self._texts(documents), self.top_n, self.score_threshold)
         compressed = [_scored_copy(documents[r.index], r, self.normalize) for r in results]
         if callbacks is not None:
-            CallbackManager.configure(inheritable_callbacks=callbacks).on_custom_event(
-                EVENT_NAME, self._event_data(documents, results, started)
-            )
+            manager = CallbackManager.configure(inheritable_callbacks=callbacks)
+            manager.on_custom_event(EVENT_NAME, self._event_data(documents, results, started), run_id=_parent(manager))
         return compressed
 
     async def acompress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
-        """Same result as :meth:`compress_documents`; the model runs in a worker thread."""
+        """Same result as :meth:`compress_documents`; the model runs in a worker thread.
+
+        Example::
+
+            await compressor.acompress_documents(docs, "q")
+        """
         if not documents:
             return []
         started = time.perf_counter()
         results = await self.reranker.arank(query, self._texts(documents), self.top_n, self.score_threshold)
         compressed = [_scored_copy(documents[r.index], r, self.normalize) for r in results]
         if callbacks is not None:
-            await AsyncCallbackManager.configure(inheritable_callbacks=callbacks).on_custom_event(
-                EVENT_NAME, self._event_data(documents, results, started)
+            manager = AsyncCallbackManager.configure(inheritable_callbacks=callbacks)
+            await manager.on_custom_event(
+                EVENT_NAME, self._event_data(documents, results, started), run_id=_parent(manager)
             )
         return compressed
 
@@ -122,28 +168,42 @@ class EttinRerank(EngineOptions, BaseDocumentCompressor):
         }
 
 
+def _parent(manager: BaseCallbackManager) -> Any:
+    # As langchain_core's dispatch_custom_event does: the event belongs to the run that called us
+    # (the retriever), so astream_events and tracers attach it there instead of to no run at all.
+    return manager.parent_run_id
+
+
 def _scored_copy(document: Document, result: RankResult, normalize: str | None) -> Document:
     metadata = {
-        **document.metadata,
+        **independent_copy(document.metadata),
         "relevance_score": result.score,
         TRUNCATED_KEY: result.truncated,
         WINDOWS_KEY: result.windows,
     }
     if normalize is not None:
         metadata[RAW_SCORE_KEY] = result.raw_score
-    # model_copy keeps id, type and any subclass fields; the new metadata dict leaves the caller's alone.
-    return document.model_copy(update={"metadata": metadata})
+    # Deep: a nested list in the caller's metadata must not be reachable from ours. Keeps id, type
+    # and any subclass fields.
+    return document.model_copy(update={"metadata": metadata}, deep=True)
 
 
 class EttinCrossEncoder(BaseCrossEncoder):
     """``langchain_core`` cross-encoder interface over the shared engine.
 
-    Lets the stock ``CrossEncoderReranker(model=EttinCrossEncoder(), top_n=3)`` use Ettin.
-    Pairs are grouped by query so each query is tokenized once and all pairs share one batched pass.
+    Lets the stock ``CrossEncoderReranker(model=EttinCrossEncoder(), top_n=3)`` use Ettin. Pairs are
+    grouped by query so each query is tokenized once and all pairs share one batched pass.
 
     Args:
-        model: Hub id or local directory; ``**options`` are :class:`EttinReranker` options.
+        model: Hub id or local directory.
         reranker: An existing engine to use instead.
+        **options: Any :class:`EttinReranker` option.
+
+    Example::
+
+        from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
+
+        compressor = CrossEncoderReranker(model=EttinCrossEncoder("cross-encoder/ettin-reranker-17m-v1"), top_n=3)
     """
 
     def __init__(self, model: str | None = None, *, reranker: EttinReranker | None = None, **options: Any) -> None:
@@ -154,7 +214,18 @@ class EttinCrossEncoder(BaseCrossEncoder):
         self.reranker = reranker
 
     def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
-        """Relevance score of each ``(query, document)`` pair, in input order."""
+        """Relevance of each ``(query, document)`` pair.
+
+        Args:
+            text_pairs: ``(query, document)`` tuples, queries may repeat or differ.
+
+        Returns:
+            One score per pair, in input order.
+
+        Example::
+
+            EttinCrossEncoder().score([("Who wrote Hamlet?", "Shakespeare wrote Hamlet."), ("q", "d")])
+        """
         queries: dict[str, int] = {}
         grouped: list[list[str]] = []
         positions: list[tuple[int, int]] = []
@@ -162,6 +233,9 @@ class EttinCrossEncoder(BaseCrossEncoder):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"text_pairs[{i}] must be a (query, document) pair.")
             query = check_query(pair[0], f"text_pairs[{i}][0]")
+            if not isinstance(pair[1], str):
+                kind = "None" if pair[1] is None else type(pair[1]).__name__
+                raise TypeError(f"text_pairs[{i}][1] is {kind}; every document must be a string.")
             slot = queries.setdefault(query, len(queries))
             if slot == len(grouped):
                 grouped.append([])

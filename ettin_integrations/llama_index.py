@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from typing_extensions import Self
+
 try:
     from llama_index.core.bridge.pydantic import ConfigDict, Field
     from llama_index.core.callbacks import CBEventType, EventPayload
@@ -28,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "ettin_integrations.llama_index needs llama-index-core: pip install 'ettin-integrations[llamaindex]'"
     ) from exc
 
-from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions
+from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions, independent_copy
 from .results import RankResult
 
 __all__ = ["EttinRerank"]
@@ -40,14 +42,35 @@ dispatcher = get_dispatcher(__name__)
 class EttinRerank(EngineOptions, BaseNodePostprocessor):
     """Reranks retrieved nodes with an Ettin cross-encoder and keeps the best ``top_n``.
 
-    Returns new ``NodeWithScore`` objects (float scores, best first) over copies of the nodes; the
-    caller's nodes and scores are never modified. Each copy's metadata gains ``rerank_truncated``
-    and ``rerank_windows`` (and ``rerank_raw_score`` when normalizing, ``retrieval_score`` with
-    ``keep_retrieval_score``), all excluded from the embed and LLM text so they never leak into
-    what gets scored or generated. Pass ``reranker=`` to reuse an existing :class:`EttinReranker`.
+    Returns new ``NodeWithScore`` objects (float scores, best first) over deep copies of the nodes;
+    the caller's nodes, scores and anything nested in them are never modified or shared. Each
+    copy's metadata gains ``rerank_truncated`` and ``rerank_windows`` (and ``rerank_raw_score`` when
+    normalizing, ``retrieval_score`` with ``keep_retrieval_score``), all excluded from the embed and
+    LLM text so they never leak into what gets scored or generated. The model loads on first use;
+    a local ``model`` path is checked at construction. Unknown arguments are rejected, naming the
+    option you probably meant (``top_k`` -> ``top_n``; ``SentenceTransformerRerank``'s
+    ``cross_encoder_kwargs`` -> ``max_length`` / ``model_kwargs``).
+
+    Args:
+        model: Hub id or local directory (positional or keyword).
+        top_n: Nodes to return; ``None`` returns all, reranked.
+        score_threshold: Drop nodes scoring below this, before ``top_n``.
+        keep_retrieval_score: Keep each node's previous score in metadata ``retrieval_score``.
+        metadata_mode: Which metadata goes into the text the reranker scores.
+        reranker: An existing :class:`~ettin_integrations.EttinReranker` to use instead of options.
+        **options: Any engine option (see :class:`~ettin_integrations.EttinReranker`).
+
+    Example::
+
+        from llama_index.core.schema import NodeWithScore, TextNode
+        from ettin_integrations.llama_index import EttinRerank
+
+        rerank = EttinRerank("cross-encoder/ettin-reranker-17m-v1", top_n=1)
+        nodes = [NodeWithScore(node=TextNode(text=t), score=0.0) for t in ("Hamlet is by Shakespeare.", "Paris.")]
+        rerank.postprocess_nodes(nodes, query_str="Who wrote Hamlet?")[0].node.text
     """
 
-    model_config = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
 
     top_n: int | None = Field(default=2, ge=0, description="Nodes to return; None returns all, reranked.")
     score_threshold: float | None = Field(
@@ -62,7 +85,29 @@ class EttinRerank(EngineOptions, BaseNodePostprocessor):
 
     @classmethod
     def class_name(cls) -> str:
+        """The name LlamaIndex serialises this component under."""
         return "EttinRerank"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> Self:  # type: ignore[override]
+        """Rebuild from :meth:`to_dict` output; unknown keys are rejected.
+
+        A stored config never turns on ``trust_remote_code`` by itself (configs travel between
+        people and machines): pass ``trust_remote_code=True`` here explicitly to allow it.
+
+        Example::
+
+            EttinRerank.from_dict(EttinRerank(top_n=3).to_dict())
+        """
+        data = dict(data)
+        if data.get("trust_remote_code") and "trust_remote_code" not in kwargs:
+            raise ValueError(
+                "This EttinRerank config enables trust_remote_code, which a loaded config may not do on its own; "
+                "review the model, then pass trust_remote_code=True to from_dict explicitly."
+            )
+        data.update(kwargs)
+        data.pop("class_name", None)
+        return cls(**data)
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
@@ -125,9 +170,11 @@ class EttinRerank(EngineOptions, BaseNodePostprocessor):
         if self.keep_retrieval_score:
             extra[RETRIEVAL_SCORE_KEY] = item.score
         hidden = list(extra)
+        # Deep: nested metadata values and relationships of the output must not be the caller's.
         copy = node.model_copy(
+            deep=True,
             update={
-                "metadata": {**node.metadata, **extra},
+                "metadata": {**independent_copy(node.metadata), **extra},
                 "excluded_embed_metadata_keys": _merged(node.excluded_embed_metadata_keys, hidden),
                 "excluded_llm_metadata_keys": _merged(node.excluded_llm_metadata_keys, hidden),
             }

@@ -224,18 +224,53 @@ def build_checkpoint(
     return path
 
 
+def tokenizer_source(tokenizer: str | os.PathLike | None = None) -> tuple[str, bool]:
+    """Which tokenizer :func:`build_checkpoint` would use: ``(description, is_real_ettin_tokenizer)``."""
+    if tokenizer == "fallback":
+        return "a toy byte-level BPE trained here (forced with 'fallback')", False
+    if tokenizer is not None:
+        return f"{Path(tokenizer) / 'tokenizer.json'}", True
+    real = _real_tokenizer_dir()
+    if real is not None:
+        return f"the real Ettin tokenizer at {real}", True
+    return (
+        "a toy byte-level BPE trained here, because no real Ettin tokenizer was found "
+        "($ETTIN_SHARED_DIR or ../shared/ettin-tokenizer): its vocabulary is tiny and it makes about 1.5x "
+        "more tokens per text than Ettin's, so lengths and speed differ from the real model",
+        False,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m ettin_integrations.testing PATH --size 17m``: write a random offline checkpoint."""
     import argparse
+    import sys
 
-    parser = argparse.ArgumentParser(description="Write an Ettin-architecture CrossEncoder with random weights.")
-    parser.add_argument("path")
-    parser.add_argument("--size", default="tiny", choices=[*ETTIN_SIZES, "tiny"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tokenizer", default=None, help="dir with tokenizer.json, or 'fallback'")
-    parser.add_argument("--overwrite", action="store_true")
+    parser = argparse.ArgumentParser(
+        prog="python -m ettin_integrations.testing",
+        description="Write an Ettin-architecture CrossEncoder with RANDOM weights (meaningless scores) for offline "
+        "tests and benchmarks. Says which tokenizer it used.",
+    )
+    parser.add_argument("path", help="output directory (reused if it already holds a checkpoint)")
+    parser.add_argument("--size", default="tiny", choices=[*ETTIN_SIZES, "tiny"], help="Ettin shape (default: tiny)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the random weights")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="directory holding the real Ettin tokenizer.json (default: ../shared/ettin-tokenizer or "
+        "$ETTIN_SHARED_DIR when present), or 'fallback' for a toy tokenizer trained here",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="rebuild even if PATH holds a checkpoint")
     args = parser.parse_args(argv)
+    if args.tokenizer not in (None, "fallback") and not (Path(args.tokenizer) / "tokenizer.json").is_file():
+        parser.error(f"--tokenizer {args.tokenizer} has no tokenizer.json")
+    existing = (Path(args.path) / "modules.json").is_file() and not args.overwrite
+    description, real = tokenizer_source(args.tokenizer)
     path = build_checkpoint(args.path, args.size, tokenizer=args.tokenizer, seed=args.seed, overwrite=args.overwrite)
+    if existing:
+        print(f"{path} already holds a checkpoint; kept as is (--overwrite to rebuild).", file=sys.stderr)
+    else:
+        print(f"{'tokenizer' if real else 'WARNING: tokenizer'}: {description}", file=sys.stderr)
     print(path)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ettin_integrations import EttinReranker
-from ettin_integrations.beir import DatasetError, load_beir
+from ettin_integrations.evaluation import DatasetError, load_beir
 from ettin_integrations.cli import main
 from ettin_integrations.evaluation import metrics
 

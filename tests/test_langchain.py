@@ -125,13 +125,13 @@ def test_normalized_scores_keep_the_logit(tiny_checkpoint):
 
 
 def test_empty_input_loads_nothing(monkeypatch):
-    from ettin_integrations import registry
+    from ettin_integrations import EttinReranker
 
     def fail(*args, **kwargs):
         raise AssertionError("an empty call must not load a model")
 
-    monkeypatch.setattr(registry, "EttinReranker", fail)
-    compressor = EttinRerank(model="/does/not/matter")
+    monkeypatch.setattr(EttinReranker, "shared", fail)
+    compressor = EttinRerank(model="some-org/not-downloaded")
     assert compressor.compress_documents([], QUERY) == []
     assert asyncio.run(compressor.acompress_documents([], QUERY)) == []
 

@@ -103,13 +103,13 @@ def test_fifty_thousand_token_document_in_chunk_mode(tiny_checkpoint):
 def test_chunk_windows_are_batched_with_other_pairs(tiny_checkpoint, monkeypatch):
     reranker = EttinReranker(tiny_checkpoint, device="cpu", max_length=64, long_documents="chunk", batch_tokens=4096)
     calls: list[int] = []
-    real = reranker._forward_batch
+    real = reranker._forward._batch
 
     def counting(pairs):
         calls.append(len(pairs))
         return real(pairs)
 
-    monkeypatch.setattr(reranker, "_forward_batch", counting)
+    monkeypatch.setattr(reranker._forward, "_batch", counting)
     encodes: list[int] = []
     real_encode = reranker._pairs.encode_texts
     monkeypatch.setattr(reranker._pairs, "encode_texts", lambda texts: encodes.append(len(texts)) or real_encode(texts))

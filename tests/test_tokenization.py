@@ -6,7 +6,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from ettin_integrations.tokenization import PairTokenizer, learn_template
+from ettin_integrations.runtime.tokenization import PairTokenizer, learn_template
 
 
 def _bert_style_tokenizer() -> PreTrainedTokenizerFast:

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from conftest import DOCUMENTS, QUERY
 
 from ettin_integrations import EttinReranker
-from ettin_integrations.batching import plan_batches
-from ettin_integrations.placement import attention_candidates
-from ettin_integrations.varlen import ATTENTION_NAME, kernel_available, pack, reference_varlen_attention
+from ettin_integrations.runtime.batching import plan_batches
+from ettin_integrations.runtime.placement import attention_candidates
+from ettin_integrations.kernels.varlen import ATTENTION_NAME, kernel_available, pack, reference_varlen_attention
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the device machine)")
 
@@ -69,7 +69,7 @@ def test_unpadded_model_scores_equal_padded(tiny_checkpoint, max_length):
         tiny_checkpoint, device="cpu", dtype="float64", max_length=max_length, attention=ATTENTION_NAME, batch_tokens=300
     )
     assert padded.attention == "sdpa" and packed.attention == ATTENTION_NAME
-    assert packed._packed and not padded._packed
+    assert packed._forward.packed and not padded._forward.packed
     docs = DOCUMENTS + ["a long one " * 80]  # longer than the 128-token local window
     a, b = np.array(padded.score(QUERY, docs)), np.array(packed.score(QUERY, docs))
     assert np.max(np.abs(a - b)) < 1e-8

@@ -16,13 +16,6 @@ DEFAULT_SHIFT = 6.0
 DEFAULT_TEMPERATURE = 1.0
 
 
-def validate_normalize(normalize: str | None, temperature: float) -> None:
-    if normalize not in (None, "sigmoid"):
-        raise ValueError(f"normalize must be None (raw logits) or 'sigmoid', got {normalize!r}")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"normalize_temperature must be a positive finite number, got {temperature!r}")
-
-
 def sigmoid(x: float, shift: float = DEFAULT_SHIFT, temperature: float = DEFAULT_TEMPERATURE) -> float:
     """``1 / (1 + exp(-(x - shift) / temperature))``, without overflow for extreme logits."""
     z = (x - shift) / temperature
@@ -33,6 +26,7 @@ def sigmoid(x: float, shift: float = DEFAULT_SHIFT, temperature: float = DEFAULT
 
 
 def normalize_score(x: float, mode: NormalizeMode, shift: float, temperature: float) -> float:
+    """``x`` unchanged when ``mode`` is None, else its shifted, tempered sigmoid."""
     if mode is None:
         return x
     return sigmoid(x, shift, temperature)

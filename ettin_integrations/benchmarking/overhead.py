@@ -4,7 +4,7 @@ Separate processes drift by several percent on a shared machine, more than the o
 the engine, the LangChain compressor and the LlamaIndex postprocessor (sharing one engine) score
 the same query back to back, round after round, and the medians are compared.
 
-    python -m benchmarks.overhead --checkpoint PATH --queries 5 --k 50 --repeats 5
+    python -m ettin_integrations.benchmarking.overhead --checkpoint PATH --queries 5 --k 50 --repeats 5
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def measure(checkpoint: str, device: str, max_length: int | None, queries: int, 
 class _Replay:
     """Stands in for the engine and returns precomputed results: what remains is the adapter's own work."""
 
-    def __init__(self, engine, results):
-        self.model_name, self.normalize, self._results = engine.model_name, engine.normalize, results
+    def __init__(self, results):
+        self._results = results
 
     def rank(self, *args, **kwargs):
         return self._results
@@ -81,7 +81,7 @@ def _translation_ms(engine, langchain, llama, inputs, repeats: int = 20) -> dict
     """Median time per query spent in each adapter outside the model (Documents/Nodes in and out)."""
     out: dict[str, list[float]] = {"langchain": [], "llamaindex": []}
     for query, docs, documents, nodes in inputs:
-        replay = _Replay(engine, engine.rank(query, docs))
+        replay = _Replay(engine.rank(query, docs))
         lc, li = langchain.model_copy(), llama.model_copy()
         lc._engine, li._engine = replay, replay
         for _ in range(repeats):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .beir import BeirDataset
-from .engine import EttinReranker
+from ..engine import EttinReranker
 
 Run = dict[str, dict[str, float]]  # query id -> doc id -> score
 
@@ -60,6 +60,7 @@ def embedder_run(dataset: BeirDataset, k: int, embedder: str, device: str | None
 
 
 def rerank_run(reranker: EttinReranker, dataset: BeirDataset, run: Run, show_progress_bar: bool = True) -> Run:
+    """Rerank every query's first-stage candidates in one batched pass; scores replace the first stage's."""
     query_ids = list(run)
     candidates = [list(run[q]) for q in query_ids]
     ranked = reranker.rank_many(
@@ -71,6 +72,7 @@ def rerank_run(reranker: EttinReranker, dataset: BeirDataset, run: Run, show_pro
 
 
 def metrics(dataset: BeirDataset, run: Run, k: int) -> dict[str, float]:
+    """nDCG@10, MRR@10 and Recall@k of ``run`` against the dataset's qrels (ir-measures)."""
     import ir_measures
     from ir_measures import RR, R, nDCG
 
@@ -89,6 +91,13 @@ def evaluate(
     embedder: str | None = None,
     show_progress_bar: bool = True,
 ) -> EvalReport:
+    """First stage (BM25, or ``embedder``), rerank the top ``k``, and metrics before and after.
+
+    Example::
+
+        report = evaluate(load_beir("scifact"), get_reranker(), k=100)
+        report.metrics_before["nDCG@10"], report.metrics_after["nDCG@10"]
+    """
     started = time.perf_counter()
     first = embedder_run(dataset, k, embedder) if embedder else bm25_run(dataset, k)
     first_seconds = time.perf_counter() - started
@@ -115,6 +124,7 @@ def write_trec_run(run: Run, path: str | Path, tag: str = "ettin") -> None:
 
 
 def report_rows(report: EvalReport) -> list[tuple[str, Any, Any, Any]]:
+    """``(metric, before, after, change)`` rows for printing."""
     rows = []
     for name, before in report.metrics_before.items():
         after = report.metrics_after[name]

@@ -74,7 +74,7 @@ def attention_candidates(requested: str, device: torch.device, dtype: torch.dtyp
     On CUDA in half precision: flash-attention if installed, else PyTorch's own variable-length
     kernel (``"ettin_varlen"``, see :mod:`ettin_integrations.varlen`); both skip padding. Then sdpa.
     """
-    from .varlen import ATTENTION_NAME, kernel_available
+    from ..kernels.varlen import ATTENTION_NAME, kernel_available
 
     if requested != "auto":
         return [requested] if requested == "sdpa" else [requested, "sdpa"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 
@@ -21,6 +21,16 @@ def check_documents(documents: Any, where: str = "documents") -> list[str]:
         raise TypeError(f"{where} is None; pass a list of document strings (an empty list is fine).")
     if isinstance(documents, (str, bytes)):
         raise TypeError(f"{where} must be a list of strings, not a single {type(documents).__name__}; wrap it: [text].")
+    if isinstance(documents, Mapping):
+        raise TypeError(
+            f"{where} is a {type(documents).__name__}: results index into a list, so pass the texts in order, "
+            f"e.g. ids = list(d); texts = [d[i] for i in ids]."
+        )
+    if isinstance(documents, Set):
+        raise TypeError(
+            f"{where} is a {type(documents).__name__}, which has no order for result indices to refer to; "
+            "pass a list (e.g. sorted(texts))."
+        )
     if not isinstance(documents, Sequence):
         try:
             documents = list(documents)
@@ -51,3 +61,17 @@ def check_threshold(score_threshold: Any) -> float | None:
     if math.isnan(score_threshold):
         raise ValueError("score_threshold is NaN, which no score can pass; use None to keep every document.")
     return float(score_threshold)
+
+
+def check_many(queries: Any, documents_per_query: Any) -> tuple[list[str], list[list[str]]]:
+    """Validate a batch of queries with one document list each; errors name ``queries[i]`` / ``documents_per_query[i][j]``."""
+    for name, value in (("queries", queries), ("documents_per_query", documents_per_query)):
+        if isinstance(value, (str, bytes, Mapping, Set)) or not isinstance(value, Sequence):
+            raise TypeError(f"{name} must be a list, got {type(value).__name__}.")
+    if len(queries) != len(documents_per_query):
+        raise ValueError(
+            f"Got {len(queries)} queries but {len(documents_per_query)} document lists; pass one list per query."
+        )
+    checked_queries = [check_query(q, f"queries[{i}]") for i, q in enumerate(queries)]
+    checked_docs = [check_documents(d, f"documents_per_query[{i}]") for i, d in enumerate(documents_per_query)]
+    return checked_queries, checked_docs

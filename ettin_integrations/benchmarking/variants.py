@@ -30,6 +30,16 @@ DEFAULT_VARIANTS = [
 ]
 
 
+#: Every name make_scorer understands (N: a number).
+VARIANT_PATTERN = re.compile(
+    r"predict(?:_(?:bf16|fp16))?(?:_bs\d+)?|ours(?:_(?:langchain|llamaindex|bf16|fp16))?(?:_bt\d+)?|llamaindex_st|langchain_hf"
+)
+VARIANT_HELP = (
+    "predict, predict_bsN, predict_bf16[_bsN], predict_fp16[_bsN], llamaindex_st, langchain_hf, "
+    "ours, ours_langchain, ours_llamaindex, ours_bf16, ours_fp16, ours_btN, ours_bf16_btN"
+)
+
+
 class Unavailable(Exception):
     """The variant's framework is not installed here; reported, not failed."""
 
@@ -139,9 +149,7 @@ def _langchain_huggingface(checkpoint: str, device: str) -> Scorer:
     cross_encoder = HuggingFaceCrossEncoder(model_name=checkpoint, model_kwargs={"device": device})
 
     def score(query: str, docs: list[str]) -> list[float]:
-        # What CrossEncoderReranker.compress_documents does, keeping the scores it would drop.
-        scores = [float(s) for s in cross_encoder.score([(query, d) for d in docs])]
-        sorted(zip(docs, scores), key=lambda pair: pair[1], reverse=True)
-        return scores
+        # CrossEncoderReranker.compress_documents scores like this, then sorts; we keep the scores.
+        return [float(s) for s in cross_encoder.score([(query, d) for d in docs])]
 
     return score

@@ -16,9 +16,11 @@ from typing import Any
 
 import torch
 
-from . import varlen
-from ._compat import check_dependencies
-from .placement import PACKED_ATTENTION, attention_candidates
+from ..kernels import varlen
+from .dependencies import check_dependencies
+from ..config import EngineConfig
+from ..config import _is_local_path as is_local_path
+from .placement import PACKED_ATTENTION, attention_candidates, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,38 @@ class LoadSpec:
     local_files_only: bool
     trust_remote_code: bool
     model_kwargs: str  # canonical JSON, so the spec stays hashable
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> LoadSpec:
+        """The load-relevant part of a resolved :class:`EngineConfig`."""
+        return cls(
+            model=config.model,
+            device=config.device,
+            dtype=config.dtype,
+            attention=config.attention,
+            revision=config.revision,
+            local_files_only=config.local_files_only,
+            trust_remote_code=config.trust_remote_code,
+            model_kwargs=json.dumps(config.model_kwargs or {}, sort_keys=True, default=str),
+        )
+
+
+class ModelLoadError(OSError):
+    """A model could not be loaded. ``hub_unreachable`` is True when the Hub was the obstacle.
+
+    The message speaks to Python callers; the CLI rephrases it in terms of its flags.
+    """
+
+    def __init__(self, model: str, reason: str, hub_unreachable: bool = False) -> None:
+        self.model, self.reason, self.hub_unreachable = model, reason, hub_unreachable
+        message = f"Could not load {model!r}: {reason.rstrip('.')}."
+        if hub_unreachable:
+            message += (
+                " This machine could not reach the Hugging Face Hub: pass a local directory "
+                "(model='/path/to/ettin-reranker'), or pre-fill the cache and set local_files_only=True "
+                "(or HF_HUB_OFFLINE=1) so no network is tried."
+            )
+        super().__init__(message)
 
 
 @dataclass
@@ -65,7 +99,11 @@ def clear_model_cache() -> None:
         _cache.clear()
 
 
-def get_loaded_model(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def get_loaded_model(config: EngineConfig) -> LoadedModel:
+    """The shared model for a resolved config, loaded on first use."""
+    spec = LoadSpec.from_config(config)
+    device = torch.device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
     with _cache_lock:
         loaded = _cache.get(spec)
         if loaded is None:
@@ -74,11 +112,14 @@ def get_loaded_model(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -
         return loaded
 
 
-def _looks_like_path(model: str) -> bool:
-    return model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1 or Path(model).exists()
+def check_local_model(model: str) -> None:
+    """Fail now, naming the path, if a local model path cannot be a saved cross-encoder.
 
-
-def _check_local_dir(model: str) -> None:
+    Cheap (no weights are read), so adapters call it at construction and a wrong path surfaces
+    before the first query.
+    """
+    if not is_local_path(model):
+        return
     path = Path(model).expanduser()
     if not path.exists():
         raise FileNotFoundError(
@@ -93,7 +134,10 @@ def _check_local_dir(model: str) -> None:
     config_path = path / "config.json"
     if not config_path.is_file():
         raise ValueError(f"{model!r} is not a cross-encoder checkpoint: it has neither modules.json nor config.json.")
-    architectures = json.loads(config_path.read_text()).get("architectures") or []
+    try:
+        architectures = json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or []
+    except (ValueError, AttributeError) as exc:
+        raise ValueError(f"{config_path} is not a valid JSON object ({exc}); the checkpoint is damaged.") from None
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         # Loading this would bolt a randomly initialised classifier onto the backbone, silently.
         raise ValueError(
@@ -106,8 +150,7 @@ def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedMod
     check_dependencies()
     from sentence_transformers import CrossEncoder
 
-    if _looks_like_path(spec.model):
-        _check_local_dir(spec.model)
+    check_local_model(spec.model)
     user_kwargs: dict[str, Any] = json.loads(spec.model_kwargs)
     errors: list[str] = []
     for attention in attention_candidates(spec.attention, device, dtype):
@@ -116,7 +159,7 @@ def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedMod
         model_kwargs = {"dtype": dtype, "attn_implementation": attention, **user_kwargs}
         try:
             cross_encoder = CrossEncoder(
-                str(Path(spec.model).expanduser()) if _looks_like_path(spec.model) else spec.model,
+                spec.model,
                 device=str(device),
                 revision=spec.revision,
                 local_files_only=spec.local_files_only,
@@ -124,17 +167,15 @@ def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedMod
                 model_kwargs=model_kwargs,
             )
         except (ImportError, ValueError) as exc:
+            if not _about_attention(exc, attention):
+                raise type(exc)(f"Could not load {spec.model!r}: {exc}") from exc
             # An attention implementation that is installed but unusable here (e.g. flash-attn built
             # for another CUDA) fails at load time; try the next candidate.
             errors.append(f"{attention}: {exc}")
             logger.info("Attention %r unavailable for %s (%s); trying the next option.", attention, spec.model, exc)
             continue
         except OSError as exc:
-            raise OSError(
-                f"Could not load {spec.model!r}: {str(exc).rstrip('.')}. If this machine cannot reach the Hugging Face Hub, "
-                f"pass a local directory (model='/path/to/ettin-reranker') or pre-fill the cache and set "
-                f"local_files_only=True."
-            ) from exc
+            raise ModelLoadError(spec.model, str(exc), hub_unreachable=_hub_unreachable(spec.model, exc)) from exc
         loaded = _wrap(cross_encoder, spec, device, dtype, attention)
         if loaded.attention in PACKED_ATTENTION:
             try:
@@ -153,6 +194,19 @@ def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedMod
         )
         return loaded
     raise RuntimeError(f"Could not load {spec.model!r} with any attention implementation: {'; '.join(errors)}")
+
+
+def _about_attention(exc: Exception, attention: str) -> bool:
+    """Whether a load failure is the attention implementation's fault (so another one may work)."""
+    text = str(exc).lower()
+    return attention.lower() in text or any(word in text for word in ("attn", "attention", "flash"))
+
+
+def _hub_unreachable(model: str, exc: OSError) -> bool:
+    if is_local_path(model):
+        return False
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(hint in text for hint in ("connect", "offline", "local cache", "localentrynotfound", "resolve"))
 
 
 def _wrap(cross_encoder: Any, spec: LoadSpec, device: torch.device, dtype: torch.dtype, attention: str) -> LoadedModel:

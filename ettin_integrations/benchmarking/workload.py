@@ -60,12 +60,12 @@ WORKLOAD_OPTIONS = ("device", "max_length", "queries", "k", "repeats", "seed")
 
 
 def add_workload_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    parser.add_argument("--max-length", type=int, default=None, help="longest pair in tokens (default: the model's)")
     parser.add_argument("--queries", type=int, default=6, help="queries per pass")
     parser.add_argument("--k", type=int, default=50, help="candidates per query")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes (or rounds) after a warm-up")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="workload seed: same seed, same pairs")
 
 
 def workload_argv(args: argparse.Namespace) -> list[str]:

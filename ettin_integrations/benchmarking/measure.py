@@ -1,6 +1,6 @@
 """Measure one variant in its own process, so peak memory and warm caches belong to it alone.
 
-    python -m benchmarks.measure --variant ours --checkpoint PATH --queries 6 --k 50 --repeats 3
+    python -m ettin_integrations.benchmarking.measure --variant ours --checkpoint PATH --queries 6 --k 50 --repeats 3
 prints one JSON object: pairs/s per timed pass, per-query latencies, peak memory and the scores.
 """
 

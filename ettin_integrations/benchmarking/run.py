@@ -1,8 +1,8 @@
 """Benchmark harness: every variant on the same workload, in one run, as ratios against the anchor.
 
-    python -m benchmarks.run --sizes 17m 32m                       # CPU, default variants
-    python -m benchmarks.run --sizes 17m 150m 1b --device cuda --max-length 512 --queries 40
-    python -m benchmarks.run --sizes tiny --queries 2 --k 8 --repeats 1   # smoke test
+    ettin-rerank bench --sizes 17m 32m                       # CPU, default variants
+    ettin-rerank bench --sizes 17m 150m 1b --device cuda --max-length 512 --queries 40
+    ettin-rerank bench --sizes tiny --queries 2 --k 8 --repeats 1   # smoke test
 
 Each variant runs in its own process (clean peak memory), warm-up first, then ``--repeats`` timed
 passes over Q queries x K candidates (pairs/s is the median pass). Scores of every variant are
@@ -24,25 +24,25 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .variants import DEFAULT_VARIANTS
+from ..testing import ETTIN_SIZES
+from .variants import DEFAULT_VARIANTS, VARIANT_HELP, VARIANT_PATTERN
 from .workload import add_workload_args, workload_argv
 
 REFERENCE = "predict"
-ROOT = Path(__file__).resolve().parent
 
 
 def checkpoint_for(size: str, cache: Path) -> str:
     """Ettin-shaped checkpoint with random weights (real tokenizer when ../shared has it), cached."""
-    from ettin_integrations.testing import build_checkpoint
+    from ..testing import build_checkpoint
 
     return str(build_checkpoint(cache / size, size))
 
 
 def _child(module: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
-    """Run ``python -m benchmarks.<module>`` with the workload options; its stdout is one JSON object."""
-    command = [sys.executable, "-m", f"benchmarks.{module}", *extra, *workload_argv(args)]
+    """Run ``python -m ettin_integrations.benchmarking.<module>`` with the workload options; its stdout is one JSON object."""
+    command = [sys.executable, "-m", f"{__package__}.{module}", *extra, *workload_argv(args)]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT.parent, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
     return json.loads(done.stdout)
@@ -100,7 +100,7 @@ def _environment(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "versions": {n: v(n) for n in ("torch", "transformers", "sentence-transformers", "ettin-integrations")},
         "k": args.k,
-        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+        "command": " ".join(["ettin-rerank", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else " ".join(sys.argv),
         "workload": f"{args.queries} queries x {args.k} candidates (NQ-like lengths), seed {args.seed}, "
         f"{args.repeats} timed passes after a warm-up, max_length {args.max_length or 'model default (7999)'}",
     }
@@ -150,16 +150,40 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["17m", "32m"], help="17m 32m 68m 150m 400m 1b tiny")
-    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
+def default_cache() -> Path:
+    """Where built benchmark checkpoints are kept between runs."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "ettin-integrations" / "checkpoints"
+
+
+def _variant(name: str) -> str:
+    if not VARIANT_PATTERN.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"unknown variant {name!r}; valid: {VARIANT_HELP}")
+    return name
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The harness options (also the ``ettin-rerank bench`` sub-command's)."""
+    if parser is None:
+        parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["17m", "32m"], choices=[*ETTIN_SIZES, "tiny"], metavar="SIZE",
+                        help="Ettin shapes to build and measure: 17m 32m 68m 150m 400m 1b tiny (default: 17m 32m)")
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, type=_variant, metavar="VARIANT",
+                        help=f"systems to compare (predict always runs as the anchor); valid: {VARIANT_HELP}")
     add_workload_args(parser)
-    parser.add_argument("--out", default=str(ROOT / "out"))
-    parser.add_argument("--cache", default=str(ROOT / ".cache"), help="where built checkpoints are kept")
+    parser.add_argument("--out", default="ettin-bench-out", help="folder for results.json and results.md")
+    parser.add_argument("--cache", default=str(default_cache()), help="where built checkpoints are kept")
     parser.add_argument("--no-overhead", action="store_true", help="skip the in-process adapter overhead check")
-    args = parser.parse_args(argv)
-    args.argv = argv
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the harness; ``argv`` as on the command line."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the harness with parsed options (shared by ``ettin-rerank bench`` and ``python -m``)."""
     variants = [REFERENCE] + [v for v in args.variants if v != REFERENCE]
 
     report: dict[str, Any] = {"environment": _environment(args), "sizes": {}, "raw": {}}

@@ -7,11 +7,12 @@ Layout: ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_i
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..jsonl import JsonlError, read_jsonl
 
 
 class DatasetError(ValueError):
@@ -28,17 +29,13 @@ class BeirDataset:
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise DatasetError(f"{path} is missing; a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/.")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}, line {number}: not valid JSON ({exc.msg}).") from None
+    try:
+        for number, record in read_jsonl(path):
             if not isinstance(record, dict) or "_id" not in record:
                 raise DatasetError(f"{path}, line {number}: expected an object with an '_id' field.")
             yield number, record
+    except JsonlError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def _text(record: dict[str, Any], path: Path, number: int, with_title: bool) -> str:

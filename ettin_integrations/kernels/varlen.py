@@ -21,7 +21,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .local_attention import banded_attention, key_padding_mask
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +81,11 @@ def varlen_attention_forward(
 ) -> tuple[torch.Tensor, None]:
     """transformers attention function: (batch, heads, seq, dim) in, (batch, seq, heads, dim) out."""
     if cu_seq_lens_q is None:
-        # Padded batch (the CPU path, or the load-time check): our mask rule hands over the 2D padding
-        # mask, as flash-attention gets it; local layers compute only inside their band.
-        keys_mask = key_padding_mask(attention_mask)
-        if sliding_window is not None:
-            out = banded_attention(query, key, value, keys_mask, sliding_window - 1, scaling)
-        else:
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=keys_mask, scale=scaling)
+        # Padded batch (the load-time check runs one): our mask rule hands over the 2D padding mask,
+        # as flash-attention gets it. Only short check inputs come this way, so a dense band is fine.
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=_padded_mask(attention_mask, query.shape[-2], sliding_window), scale=scaling
+        )
         return out.transpose(1, 2).contiguous(), None
     if query.shape[0] != 1:
         raise ValueError("Packed varlen attention expects one packed sequence (batch size 1).")
@@ -105,6 +102,22 @@ def varlen_attention_forward(
     else:
         out = reference_varlen_attention(q, k, v, cu_seq_lens_q, cu_k, scaling, window)
     return out.unsqueeze(0), None
+
+
+def _padded_mask(attention_mask: torch.Tensor | None, length: int, sliding_window: int | None) -> torch.Tensor | None:
+    """(batch, 1, L, L) bool mask: padding keys hidden, and keys outside the band for local layers."""
+    mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+    if sliding_window is not None:
+        device = attention_mask.device if attention_mask is not None else None
+        positions = torch.arange(length, device=device)
+        band = ((positions[:, None] - positions[None, :]).abs() <= sliding_window - 1)[None, None]
+        mask = band if mask is None else mask & band
+    if mask is not None:
+        # A padding query may see no key at all; a fully masked softmax row is NaN. Let every query
+        # see itself (real queries already do; padding rows are never read).
+        eye = torch.eye(length, dtype=torch.bool, device=mask.device)[None, None]
+        mask = mask | eye
+    return mask
 
 
 def reference_varlen_attention(

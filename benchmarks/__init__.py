@@ -1,1 +1,0 @@
-"""Reproducible speed and accuracy comparisons of ettin-integrations against the anchors."""

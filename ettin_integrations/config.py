@@ -1,0 +1,246 @@
+"""Every engine option, declared once: type, default, validation and a one-line description.
+
+The engine, the adapters' pydantic fields, the registry key, pickling and the CLI flags are all
+derived from :class:`EngineFields`; nothing else spells an option out again.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_MODEL = "cross-encoder/ettin-reranker-17m-v1"
+
+
+def _refuse_bool(value: Any) -> Any:
+    # pydantic's lax mode reads True as 1: a flag passed where a count belongs is a mistake, not 1.
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, got a bool")
+    return value
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    return value
+
+
+PositiveInt = Annotated[int, BeforeValidator(_refuse_bool), Field(ge=1)]
+NonNegativeInt = Annotated[int, BeforeValidator(_refuse_bool), Field(ge=0)]
+FiniteFloat = Annotated[float, BeforeValidator(_finite)]
+
+#: Names users coming from other rerankers reach for, and the option that does that job here.
+_KNOWN_MISTAKES = {
+    "top_k": "top_n",
+    "model_name": "model",
+    "model_name_or_path": "model",
+    "cross_encoder_kwargs": "model_kwargs (for the transformers model) or max_length",
+    "automodel_args": "model_kwargs",
+    "cache_folder": "model (download once, e.g. `hf download`, then pass the local directory)",
+    "cache_dir": "model (download once, e.g. `hf download`, then pass the local directory)",
+    "keep_retrieval_score": "keep_retrieval_score (LlamaIndex adapter only)",
+    "batch_size": "batch_tokens (a budget of tokens per forward pass, not of pairs)",
+    "use_fp16": "dtype='float16' (or dtype='auto': bfloat16 on CUDA)",
+    "torch_dtype": "dtype",
+    "max_seq_length": "max_length",
+}
+
+
+def unknown_option_message(owner: str, unknown: list[str], known: list[str]) -> str:
+    """``Unknown option(s) for OWNER: x (did you mean y?)`` for names a model does not declare."""
+    parts = []
+    for name in unknown:
+        hint = _KNOWN_MISTAKES.get(name)
+        if hint is None:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = close[0] if close else None
+        parts.append(f"{name!r}" + (f" (did you mean {hint}?)" if hint else ""))
+    return f"Unknown option(s) for {owner}: {', '.join(parts)}. Known options: {', '.join(sorted(known))}."
+
+
+def describe_validation_error(owner: str, error: ValidationError) -> str:
+    """One short line per bad option, without pydantic's URLs."""
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "options"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}={item.get('input')!r}: {message}")
+    return f"Invalid option(s) for {owner}: " + "; ".join(lines)
+
+
+class EngineFields(BaseModel):
+    """The options that select and configure an :class:`~ettin_integrations.EttinReranker`."""
+
+    model_config = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=True, validate_default=False)
+
+    model: str = Field(default=DEFAULT_MODEL, description="Hub id or local directory of the Ettin cross-encoder.")
+    device: str = Field(default="auto", description="'auto' (cuda, then mps, then cpu; None means the same) or a torch device such as 'cpu', 'cuda:1'.")
+    dtype: str = Field(default="auto", description="'auto' (bfloat16 on CUDA, float32 on CPU/MPS), or 'float32', 'bfloat16', 'float16', 'float64'.")
+    max_length: PositiveInt | None = Field(default=None, description="Longest (query, document) pair in tokens; default the model's own limit (7999 for Ettin).")
+    batch_tokens: PositiveInt | None = Field(default=None, description="Tokens per forward pass (padded, or real when packed); default per device; halves on CUDA out-of-memory.")
+    normalize: Literal["sigmoid"] | None = Field(default=None, description="None for raw logits (about -12..22), or 'sigmoid' for sigmoid((x - shift) / temperature) in 0..1.")
+    normalize_shift: FiniteFloat = Field(default=6.0, description="Logit mapped to 0.5 by normalize='sigmoid' (6.0, as Ettin's teacher).")
+    normalize_temperature: FiniteFloat = Field(default=1.0, gt=0, description="Divides the shifted logit before the sigmoid.")
+    long_documents: Literal["truncate", "chunk"] = Field(default="truncate", description="'truncate' cuts documents to fit; 'chunk' scores overlapping windows and aggregates them.")
+    chunk_tokens: PositiveInt | None = Field(default=None, description="Document tokens per window in chunk mode; default whatever the window leaves after the query.")
+    chunk_overlap: NonNegativeInt | None = Field(default=None, description="Tokens shared by consecutive windows; default min(64, chunk_tokens // 4); must be < chunk_tokens.")
+    chunk_aggregate: Literal["max", "mean", "first"] = Field(default="max", description="How window scores combine into one document score.")
+    keep_query_tokens: PositiveInt = Field(default=256, description="When a pair is too long the document is cut first; the query keeps at least this many tokens.")
+    attention: str = Field(default="auto", description="'auto' (flash-attention or PyTorch's varlen kernel on CUDA, else sdpa) or a transformers attn_implementation.")
+    num_threads: PositiveInt | None = Field(default=None, description="CPU threads torch may use (process-wide); set it to cores / workers when several workers share a machine.")
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) to load.")
+    local_files_only: bool = Field(default=False, description="Never touch the network: load from a local directory or the Hugging Face cache only.")
+    trust_remote_code: bool = Field(default=False, description="Allow custom model code from the model's repository (Ettin does not need it).")
+    model_kwargs: dict[str, Any] | None = Field(default=None, description="Extra keyword arguments for the transformers model (override dtype / attn_implementation if you must).")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_name(cls, value: Any) -> Any:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be a hub id or a local directory path")
+        return value
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_name(cls, value: Any) -> Any:
+        if value is None:
+            return "auto"
+        return str(value) if type(value).__name__ == "device" else value
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype_name(cls, value: Any) -> Any:
+        if value is None:
+            return "auto"
+        return str(value).replace("torch.", "") if type(value).__name__ == "dtype" else value
+
+    @model_validator(mode="after")
+    def _chunk_window(self) -> EngineFields:
+        if self.chunk_overlap is not None and self.chunk_tokens is not None and self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap={self.chunk_overlap} must be smaller than chunk_tokens={self.chunk_tokens}, "
+                "or every window would repeat the last one."
+            )
+        return self
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """Every engine option, in declaration order."""
+        return list(EngineFields.model_fields)
+
+    def engine_options(self) -> dict[str, Any]:
+        """The engine options as plain values (what pickling and the registry key are made of)."""
+        return {name: getattr(self, name) for name in EngineFields.model_fields}
+
+
+class EngineConfig(EngineFields):
+    """A validated, immutable set of engine options; :meth:`create` is the friendly constructor.
+
+    Example::
+
+        config = EngineConfig.create(model="/models/ettin-17m", max_length=512)
+        config.resolved().device    # 'cpu' on a machine without a GPU
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), arbitrary_types_allowed=True)
+
+    _resolved: bool = PrivateAttr(default=False)
+
+    @classmethod
+    def create(cls, owner: str = "EttinReranker", **options: Any) -> EngineConfig:
+        """Validate ``options``; unknown names raise ``TypeError``, bad values ``ValueError``, both naming the option."""
+        unknown = [name for name in options if name not in cls.model_fields]
+        if unknown:
+            raise TypeError(unknown_option_message(owner, unknown, cls.option_names()))
+        try:
+            return cls(**options)
+        except ValidationError as exc:
+            raise ValueError(describe_validation_error(owner, exc)) from None
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether device, dtype and a local model path are already decided (see :meth:`resolved`)."""
+        return self._resolved
+
+    def resolved(self) -> EngineConfig:
+        """The same options with ``"auto"`` device and dtype decided for this machine and local paths made absolute.
+
+        Done once, by whoever first needs it (the registry key or the engine), so equivalent spellings
+        (``"auto"`` vs ``"cpu"``, ``"./m"`` vs ``"/abs/m/"``) name the same engine.
+        """
+        if self._resolved:
+            return self
+        from .runtime.placement import resolve_device, resolve_dtype
+
+        device = resolve_device(self.device)
+        dtype = resolve_dtype(self.dtype, device)
+        model = str(Path(self.model).expanduser().resolve()) if _is_local_path(self.model) else self.model
+        resolved = self.model_copy(
+            update={"device": str(device), "dtype": str(dtype).replace("torch.", ""), "model": model}
+        )
+        resolved._resolved = True
+        return resolved
+
+    def key(self) -> str:
+        """A canonical string naming this configuration (for sharing engines)."""
+        import json
+
+        return json.dumps(self.resolved().engine_options(), sort_keys=True, default=str)
+
+
+def _is_local_path(model: str) -> bool:
+    """A model name that refers to the file system rather than the hub."""
+    return model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1 or Path(model).expanduser().exists()
+
+
+def options_docstring(indent: str = "        ") -> str:
+    """The ``Args:`` lines for every engine option, from their descriptions (for generated docstrings)."""
+    lines = []
+    for name, field in EngineFields.model_fields.items():
+        lines.append(f"{indent}{name}: {field.description} Default: {field.default!r}.")
+    return "\n".join(lines)
+
+
+def cli_options() -> list[tuple[str, Any, Any, str, tuple[str, ...] | None]]:
+    """``(name, python type, default, help, choices)`` for every option a command line can set.
+
+    Options whose values are not scalars (``model_kwargs``) are left to Python callers.
+    """
+    out = []
+    for name, field in EngineFields.model_fields.items():
+        annotation = field.annotation
+        args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) is not None else []
+        base = annotation
+        choices: tuple[str, ...] | None = None
+        if get_origin(annotation) is Literal:
+            base, choices = str, tuple(get_args(annotation))
+        elif args:
+            inner = args[0]
+            if get_origin(inner) is Literal:
+                base, choices = str, tuple(get_args(inner))
+            elif get_origin(inner) is Annotated:
+                base = get_args(inner)[0]
+            else:
+                base = inner
+        elif get_origin(annotation) is Annotated:
+            base = get_args(annotation)[0]
+        if base not in (str, int, float, bool):
+            continue
+        out.append((name, base, field.default, field.description or "", choices))
+    return out

@@ -1,0 +1,1 @@
+"""Attention kernels registered with transformers (unpadded, variable-length attention)."""

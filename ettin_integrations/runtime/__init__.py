@@ -1,0 +1,1 @@
+"""What drives the model: loading, placement, tokenization, batching, windows, normalization."""
