@@ -26,11 +26,11 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
-    from .config import DEFAULT_MODEL, EngineConfig
-    from .engine import EttinReranker
-    from .registry import clear_cache, get_reranker
-    from .results import RankResult, ScoreDetails
-    from .runtime.loading import ModelLoadError
+    from .config import DEFAULT_MODEL, EngineConfig  # noqa: F401
+    from .engine import EttinReranker  # noqa: F401
+    from .registry import clear_cache, get_reranker  # noqa: F401
+    from .results import RankResult, ScoreDetails  # noqa: F401
+    from .runtime.loading import ModelLoadError  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

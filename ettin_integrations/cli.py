@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from . import __version__
-from .config import DEFAULT_MODEL, EngineFields, cli_options
+from .config import EngineFields, cli_options
 
 EXIT_USAGE = 2
 COMMANDS = ("rank", "eval", "bench")
@@ -85,8 +85,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
     from .benchmarking.run import build_parser as bench_parser
 
-    bench = commands.add_parser("bench", help="run the benchmark harness", description="Benchmark harness: "
-                                "every variant on one NQ-like workload, each in its own process.")
+    bench = commands.add_parser(
+        "bench",
+        help="run the benchmark harness",
+        description="Benchmark harness: every variant on one NQ-like workload, each in its own process.",
+    )
     bench_parser(bench)
     _common(bench)
     return parser, {"rank": rank, "eval": evaluate, "bench": bench}
@@ -122,7 +125,7 @@ def _open_docs(path_text: str) -> TextIO:
     if not os.path.exists(path_text):
         raise CliError(f"--docs-file {path_text} does not exist.")
     try:
-        return open(path_text, encoding="utf-8")  # noqa: SIM115 - closed by the caller
+        return open(path_text, encoding="utf-8")
     except OSError as exc:
         raise CliError(f"--docs-file {path_text} cannot be read: {exc.strerror or exc}.") from None
 
@@ -187,9 +190,9 @@ _OPTION_NAMES = tuple(EngineFields.option_names())
 
 def _as_flags(message: str) -> str:
     """Rephrase option names in a Python error as the CLI flags that set them."""
-    return re.sub(
-        r"\b(" + "|".join(_OPTION_NAMES) + r")=", lambda m: _flag(m.group(1)) + " ", message
-    ).replace("model='", "--model '")
+    return re.sub(r"\b(" + "|".join(_OPTION_NAMES) + r")=", lambda m: _flag(m.group(1)) + " ", message).replace(
+        "model='", "--model '"
+    )
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -88,24 +88,71 @@ class EngineFields(BaseModel):
     model_config = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=True, validate_default=False)
 
     model: str = Field(default=DEFAULT_MODEL, description="Hub id or local directory of the Ettin cross-encoder.")
-    device: str = Field(default="auto", description="'auto' (cuda, then mps, then cpu; None means the same) or a torch device such as 'cpu', 'cuda:1'.")
-    dtype: str = Field(default="auto", description="'auto' (bfloat16 on CUDA, float32 on CPU/MPS), or 'float32', 'bfloat16', 'float16', 'float64'.")
-    max_length: PositiveInt | None = Field(default=None, description="Longest (query, document) pair in tokens; default the model's own limit (7999 for Ettin).")
-    batch_tokens: PositiveInt | None = Field(default=None, description="Tokens per forward pass (padded, or real when packed); default per device; halves on CUDA out-of-memory.")
-    normalize: Literal["sigmoid"] | None = Field(default=None, description="None for raw logits (about -12..22), or 'sigmoid' for sigmoid((x - shift) / temperature) in 0..1.")
-    normalize_shift: FiniteFloat = Field(default=6.0, description="Logit mapped to 0.5 by normalize='sigmoid' (6.0, as Ettin's teacher).")
-    normalize_temperature: FiniteFloat = Field(default=1.0, gt=0, description="Divides the shifted logit before the sigmoid.")
-    long_documents: Literal["truncate", "chunk"] = Field(default="truncate", description="'truncate' cuts documents to fit; 'chunk' scores overlapping windows and aggregates them.")
-    chunk_tokens: PositiveInt | None = Field(default=None, description="Document tokens per window in chunk mode; default whatever the window leaves after the query.")
-    chunk_overlap: NonNegativeInt | None = Field(default=None, description="Tokens shared by consecutive windows; default min(64, chunk_tokens // 4); must be < chunk_tokens.")
-    chunk_aggregate: Literal["max", "mean", "first"] = Field(default="max", description="How window scores combine into one document score.")
-    keep_query_tokens: PositiveInt = Field(default=256, description="When a pair is too long the document is cut first; the query keeps at least this many tokens.")
-    attention: str = Field(default="auto", description="'auto' (flash-attention or PyTorch's varlen kernel on CUDA, else sdpa) or a transformers attn_implementation.")
-    num_threads: PositiveInt | None = Field(default=None, description="CPU threads torch may use (process-wide); set it to cores / workers when several workers share a machine.")
+    device: str = Field(
+        default="auto",
+        description="'auto' (cuda, then mps, then cpu; None means the same) or a torch device such as 'cpu', 'cuda:1'.",
+    )
+    dtype: str = Field(
+        default="auto",
+        description="'auto' (bfloat16 on CUDA, float32 on CPU/MPS), or 'float32', 'bfloat16', 'float16', 'float64'.",
+    )
+    max_length: PositiveInt | None = Field(
+        default=None,
+        description="Longest (query, document) pair in tokens; default the model's own limit (7999 for Ettin).",
+    )
+    batch_tokens: PositiveInt | None = Field(
+        default=None,
+        description="Tokens per forward pass (padded, or real when packed); default per device; halves on CUDA OOM.",
+    )
+    normalize: Literal["sigmoid"] | None = Field(
+        default=None,
+        description="None for raw logits (about -12..22), or 'sigmoid' for sigmoid((x - shift) / temperature) in 0..1.",
+    )
+    normalize_shift: FiniteFloat = Field(
+        default=6.0, description="Logit mapped to 0.5 by normalize='sigmoid' (6.0, as Ettin's teacher)."
+    )
+    normalize_temperature: FiniteFloat = Field(
+        default=1.0, gt=0, description="Divides the shifted logit before the sigmoid."
+    )
+    long_documents: Literal["truncate", "chunk"] = Field(
+        default="truncate",
+        description="'truncate' cuts documents to fit; 'chunk' scores overlapping windows and aggregates them.",
+    )
+    chunk_tokens: PositiveInt | None = Field(
+        default=None,
+        description="Document tokens per window in chunk mode; default whatever the window leaves after the query.",
+    )
+    chunk_overlap: NonNegativeInt | None = Field(
+        default=None,
+        description="Tokens shared by consecutive windows; default min(64, chunk_tokens // 4); must be < chunk_tokens.",
+    )
+    chunk_aggregate: Literal["max", "mean", "first"] = Field(
+        default="max", description="How window scores combine into one document score."
+    )
+    keep_query_tokens: PositiveInt = Field(
+        default=256,
+        description="When a pair is too long the document is cut first; the query keeps at least this many tokens.",
+    )
+    attention: str = Field(
+        default="auto",
+        description="'auto' (flash-attention or PyTorch's varlen kernel on CUDA, else sdpa) or an attn_implementation.",
+    )
+    num_threads: PositiveInt | None = Field(
+        default=None,
+        description="CPU threads torch may use (process-wide); with several workers per machine, cores / workers.",
+    )
     revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) to load.")
-    local_files_only: bool = Field(default=False, description="Never touch the network: load from a local directory or the Hugging Face cache only.")
-    trust_remote_code: bool = Field(default=False, description="Allow custom model code from the model's repository (Ettin does not need it).")
-    model_kwargs: dict[str, Any] | None = Field(default=None, description="Extra keyword arguments for the transformers model (override dtype / attn_implementation if you must).")
+    local_files_only: bool = Field(
+        default=False,
+        description="Never touch the network: load from a local directory or the Hugging Face cache only.",
+    )
+    trust_remote_code: bool = Field(
+        default=False, description="Allow custom model code from the model's repository (Ettin does not need it)."
+    )
+    model_kwargs: dict[str, Any] | None = Field(
+        default=None,
+        description="Extra keyword arguments for the transformers model (can override dtype / attn_implementation).",
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -164,7 +211,7 @@ class EngineConfig(EngineFields):
 
     @classmethod
     def create(cls, owner: str = "EttinReranker", **options: Any) -> EngineConfig:
-        """Validate ``options``; unknown names raise ``TypeError``, bad values ``ValueError``, both naming the option."""
+        """Validated options: unknown names raise ``TypeError``, bad values ``ValueError``, naming the option."""
         unknown = [name for name in options if name not in cls.model_fields]
         if unknown:
             raise TypeError(unknown_option_message(owner, unknown, cls.option_names()))
@@ -206,7 +253,9 @@ class EngineConfig(EngineFields):
 
 def _is_local_path(model: str) -> bool:
     """A model name that refers to the file system rather than the hub."""
-    return model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1 or Path(model).expanduser().exists()
+    return (
+        model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1 or Path(model).expanduser().exists()
+    )
 
 
 def options_docstring(indent: str = "        ") -> str:

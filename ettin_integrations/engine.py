@@ -172,9 +172,7 @@ class EttinReranker:
         """
         return self.score_details(query, documents, show_progress_bar=show_progress_bar).scores
 
-    def score_details(
-        self, query: str, documents: Sequence[str], *, show_progress_bar: bool = False
-    ) -> ScoreDetails:
+    def score_details(self, query: str, documents: Sequence[str], *, show_progress_bar: bool = False) -> ScoreDetails:
         """Like :meth:`score`, plus raw logits and what truncation or chunking did to each document.
 
         Args:
@@ -375,7 +373,10 @@ class EttinReranker:
             raw_part = raw[start:end]
             results.append(
                 ScoreDetails(
-                    scores=[normalize_score(x, cfg.normalize, cfg.normalize_shift, cfg.normalize_temperature) for x in raw_part],
+                    scores=[
+                        normalize_score(x, cfg.normalize, cfg.normalize_shift, cfg.normalize_temperature)
+                        for x in raw_part
+                    ],
                     raw_scores=raw_part,
                     truncated=truncated[start:end],
                     windows=[len(w) for w in windows[start:end]],

@@ -77,6 +77,10 @@ class EttinRerank(EngineOptions, BaseDocumentCompressor):
         default=None, description="Drop documents scoring below this (applied before top_n)."
     )
 
+    def __init__(self, model: str | None = None, /, *, reranker: EttinReranker | None = None, **options: Any) -> None:
+        # Spelled out so type checkers see the positional model and reranker= (pydantic would hide them).
+        super().__init__(model, reranker=reranker, **options)
+
     def rerank(
         self, documents: Sequence[Document | str], query: str, top_n: int | None = OWN_TOP_N
     ) -> list[dict[str, Any]]:

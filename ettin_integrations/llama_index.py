@@ -31,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions, independent_copy
+from .engine import EttinReranker
 from .results import RankResult
 
 __all__ = ["EttinRerank"]
@@ -83,13 +84,17 @@ class EttinRerank(EngineOptions, BaseNodePostprocessor):
         default=MetadataMode.EMBED, description="Which metadata is included in the text the reranker scores."
     )
 
+    def __init__(self, model: str | None = None, /, *, reranker: EttinReranker | None = None, **options: Any) -> None:
+        # Spelled out so type checkers see the positional model and reranker= (pydantic would hide them).
+        super().__init__(model, reranker=reranker, **options)
+
     @classmethod
     def class_name(cls) -> str:
         """The name LlamaIndex serialises this component under."""
         return "EttinRerank"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> Self:  # type: ignore[override]
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> Self:
         """Rebuild from :meth:`to_dict` output; unknown keys are rejected.
 
         A stored config never turns on ``trust_remote_code`` by itself (configs travel between
@@ -112,20 +117,22 @@ class EttinRerank(EngineOptions, BaseNodePostprocessor):
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        query, texts = self._inputs(nodes, query_bundle)
-        with self._instrumented(nodes, query_bundle) as finish:
-            results = self.reranker.rank(query, texts, self.top_n, self.score_threshold) if texts else []
+        bundle, texts = self._inputs(nodes, query_bundle)
+        with self._instrumented(nodes, bundle) as finish:
+            results = self.reranker.rank(bundle.query_str, texts, self.top_n, self.score_threshold) if texts else []
             return finish(results)
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        query, texts = self._inputs(nodes, query_bundle)
-        with self._instrumented(nodes, query_bundle) as finish:
-            results = await self.reranker.arank(query, texts, self.top_n, self.score_threshold) if texts else []
+        bundle, texts = self._inputs(nodes, query_bundle)
+        with self._instrumented(nodes, bundle) as finish:
+            results = (
+                await self.reranker.arank(bundle.query_str, texts, self.top_n, self.score_threshold) if texts else []
+            )
             return finish(results)
 
-    def _inputs(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> tuple[str, list[str]]:
+    def _inputs(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> tuple[QueryBundle, list[str]]:
         if query_bundle is None:
             raise ValueError(
                 "EttinRerank needs a query: call postprocess_nodes(nodes, query_str=...) or pass a QueryBundle."
@@ -135,7 +142,7 @@ class EttinRerank(EngineOptions, BaseNodePostprocessor):
             if not isinstance(item, NodeWithScore):
                 raise TypeError(f"nodes[{i}] is {type(item).__name__}, expected NodeWithScore.")
             texts.append(item.node.get_content(metadata_mode=self.metadata_mode))
-        return query_bundle.query_str, texts
+        return query_bundle, texts
 
     @contextmanager
     def _instrumented(
@@ -177,7 +184,7 @@ class EttinRerank(EngineOptions, BaseNodePostprocessor):
                 "metadata": {**independent_copy(node.metadata), **extra},
                 "excluded_embed_metadata_keys": _merged(node.excluded_embed_metadata_keys, hidden),
                 "excluded_llm_metadata_keys": _merged(node.excluded_llm_metadata_keys, hidden),
-            }
+            },
         )
         return NodeWithScore(node=copy, score=result.score)
 

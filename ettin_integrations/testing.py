@@ -174,7 +174,7 @@ def build_checkpoint(
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        config = ModernBertConfig(
+        settings: dict[str, Any] = dict(
             vocab_size=max(len(tok), 64),
             max_position_embeddings=max_length,
             global_attn_every_n_layers=3,
@@ -194,6 +194,7 @@ def build_checkpoint(
             initializer_range=initializer_range,
             **shape,
         )
+        config = ModernBertConfig(**settings)
         backbone = ModernBertModel(config)
         backbone_dir = path / "_backbone"
         backbone.save_pretrained(backbone_dir)

@@ -1,7 +1,7 @@
 """Retrieve-then-rerank with LangChain: an in-memory vector store, then Ettin on the top 50.
 
-    python examples/langchain_retriever.py                      # hub models
-    python examples/langchain_retriever.py --model /path/to/ettin --embedder /path/to/minilm   # offline
+python examples/langchain_retriever.py                      # hub models
+python examples/langchain_retriever.py --model /path/to/ettin --embedder /path/to/minilm   # offline
 """
 
 from __future__ import annotations

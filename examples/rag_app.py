@@ -3,6 +3,11 @@
     python examples/rag_app.py --model /path/to/ettin --embedder /path/to/minilm --port 8000
     curl -s localhost:8000/ask -H 'content-type: application/json' -d '{"question": "Who wrote Hamlet?"}'
 
+Several worker processes (each loads its own models; cap torch threads so they do not fight):
+
+    ETTIN_MODEL=/path/to/ettin ETTIN_EMBEDDER=/path/to/minilm ETTIN_NUM_THREADS=1 \
+        uvicorn --app-dir examples --factory rag_app:app_from_env --workers 2 --port 8000
+
 Answers come from an OpenAI-compatible chat endpoint when ``OPENAI_BASE_URL`` (and usually
 ``OPENAI_API_KEY``, ``LLM_MODEL``) are set; otherwise the answer is extracted from the best
 passage, so the app runs with no key. Models load once, at start-up.
@@ -10,7 +15,6 @@ passage, so the app runs with no key. Models load once, at start-up.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -25,10 +29,11 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _corpus import CORPUS  # noqa: E402
-from _embeddings import DEFAULT_EMBEDDER, example_parser, load_embedder  # noqa: E402
+from _corpus import CORPUS
+from _embeddings import DEFAULT_EMBEDDER, example_parser, load_embedder
 
-from ettin_integrations import DEFAULT_MODEL, get_reranker  # noqa: E402
+from ettin_integrations import DEFAULT_MODEL, get_reranker
+from ettin_integrations.jsonl import read_jsonl
 
 PROMPT = """Answer the question using only the numbered sources. Cite sources like [1].
 
@@ -99,7 +104,9 @@ def answerer_from_env() -> Answerer:
     base_url = os.environ.get("OPENAI_BASE_URL")
     if not base_url:
         return ExtractiveAnswerer()
-    return OpenAICompatibleAnswerer(base_url, os.environ.get("OPENAI_API_KEY"), os.environ.get("LLM_MODEL", "gpt-4o-mini"))
+    return OpenAICompatibleAnswerer(
+        base_url, os.environ.get("OPENAI_API_KEY"), os.environ.get("LLM_MODEL", "gpt-4o-mini")
+    )
 
 
 def load_corpus(path: str | None) -> list[tuple[str, str]]:
@@ -107,12 +114,10 @@ def load_corpus(path: str | None) -> list[tuple[str, str]]:
     if path is None:
         return [(str(i), text) for i, text in enumerate(CORPUS)]
     documents = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            record = json.loads(line)
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ValueError(f"{path}, line {number}: expected an object with a string 'text'.")
-            documents.append((str(record.get("id", number)), record["text"]))
+    for number, record in read_jsonl(path):
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ValueError(f"{path}, line {number}: expected an object with a string 'text'.")
+        documents.append((str(record.get("id", number)), record["text"]))
     return documents
 
 
@@ -121,7 +126,9 @@ def create_app(
     embedder: str = DEFAULT_EMBEDDER,
     corpus: list[tuple[str, str]] | None = None,
     answerer: Answerer | None = None,
+    num_threads: int | None = None,
 ) -> FastAPI:
+    """The FastAPI app; models load once, in its lifespan."""
     state: dict[str, Any] = {}
     documents = corpus if corpus is not None else load_corpus(None)
 
@@ -129,7 +136,7 @@ def create_app(
     async def lifespan(app: FastAPI):
         # Load everything once: requests only embed the question and rerank.
         state["embedder"] = load_embedder(embedder)
-        state["reranker"] = get_reranker(model)
+        state["reranker"] = get_reranker(model, num_threads=num_threads)
         state["doc_vectors"] = state["embedder"].encode(
             [text for _, text in documents], convert_to_tensor=True, normalize_embeddings=True
         )
@@ -191,6 +198,21 @@ def create_app(
         )
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """App factory for ``uvicorn --factory rag_app:app_from_env --workers N``: settings from the environment.
+
+    ``ETTIN_MODEL``, ``ETTIN_EMBEDDER``, ``ETTIN_CORPUS`` (a JSONL path) and ``ETTIN_NUM_THREADS``
+    (torch threads per worker: cores / workers).
+    """
+    threads = os.environ.get("ETTIN_NUM_THREADS")
+    return create_app(
+        os.environ.get("ETTIN_MODEL", DEFAULT_MODEL),
+        os.environ.get("ETTIN_EMBEDDER", DEFAULT_EMBEDDER),
+        load_corpus(os.environ.get("ETTIN_CORPUS")),
+        num_threads=int(threads) if threads else None,
+    )
 
 
 def main() -> None:

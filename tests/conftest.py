@@ -14,11 +14,11 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
-from ettin_integrations.testing import build_checkpoint, find_shared_dir  # noqa: E402
+from ettin_integrations.testing import build_checkpoint
 
 QUERY = "how many people live in berlin"
 DOCUMENTS = [
@@ -39,12 +39,6 @@ def _cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # ETTIN_TEST_CACHE lets a developer keep checkpoints between runs; CI builds fresh ones.
     root = os.environ.get("ETTIN_TEST_CACHE")
     return Path(root) if root else tmp_path_factory.mktemp("checkpoints")
-
-
-@pytest.fixture(scope="session")
-def has_real_tokenizer() -> bool:
-    shared = find_shared_dir()
-    return shared is not None and (shared / "ettin-tokenizer" / "tokenizer.json").is_file()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ from ettin_integrations.benchmarking.workload import make_workload
 from ettin_integrations.cli import main as cli_main
 
 
-
 def test_workload_is_deterministic_and_nq_shaped():
     a, b = make_workload(20, 50, seed=3), make_workload(20, 50, seed=3)
     assert a == b and a != make_workload(20, 50, seed=4)
@@ -46,7 +45,9 @@ def test_harness_through_the_cli_outside_the_repository(tmp_path, tiny_checkpoin
     # The anchor's scores are CrossEncoder.predict's, computed here independently of the harness.
     workload = make_workload(2, 4, seed=0)
     reference = CrossEncoder(str(Path(tiny_checkpoint)), device="cpu")
-    expected = [reference.predict([(q, d) for d in docs]).tolist() for q, docs in zip(workload.queries, workload.candidates)]
+    expected = [
+        reference.predict([(q, d) for d in docs]).tolist() for q, docs in zip(workload.queries, workload.candidates)
+    ]
     predict_scores = report["raw"]["tiny"][0]["scores"]
     assert np.max(np.abs(np.array(predict_scores) - np.array(expected))) < 1e-5
     markdown = (out_dir / "results.md").read_text()

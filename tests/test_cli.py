@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from ettin_integrations import EttinReranker
-from ettin_integrations.evaluation import DatasetError, load_beir
 from ettin_integrations.cli import main
-from ettin_integrations.evaluation import metrics
+from ettin_integrations.evaluation import DatasetError, load_beir, metrics
 
 QUERY = "Who wrote Hamlet?"
 DOCS = ["Hamlet is a tragedy by William Shakespeare.", "Paris is the capital of France.", "Macbeth, 1606."]
@@ -22,7 +21,10 @@ DOCS = ["Hamlet is a tragedy by William Shakespeare.", "Paris is the capital of 
 TOPICS = {
     "hamlet": ("Who wrote the play Hamlet?", "Hamlet is a tragedy written by William Shakespeare around 1600."),
     "berlin": ("How many people live in Berlin?", "Berlin has about 3.7 million inhabitants and is Germany's capital."),
-    "plants": ("How do plants make sugar?", "Photosynthesis lets plants turn light, water and carbon dioxide into sugar."),
+    "plants": (
+        "How do plants make sugar?",
+        "Photosynthesis lets plants turn light, water and carbon dioxide into sugar.",
+    ),
     "everest": ("What is the highest mountain?", "Mount Everest is the highest mountain on Earth at 8,849 metres."),
     "python": ("Who created Python?", "Python was created by Guido van Rossum and released in 1991."),
 }
@@ -73,7 +75,9 @@ def test_rank_json_from_jsonl_file_and_stdin(tiny_checkpoint, tmp_path):
     assert len(payload) == 2 and [p["rank"] for p in payload] == [1, 2]
     assert payload[0]["id"] == f"d{payload[0]['index']}" and payload[0]["text"] == DOCS[payload[0]["index"]]
     assert payload[0]["score"] >= payload[1]["score"]
-    code, from_stdin = _run(["rank", QUERY, "--model", tiny_checkpoint, "--json", "--top-n", "2"], stdin="\n".join(DOCS))
+    code, from_stdin = _run(
+        ["rank", QUERY, "--model", tiny_checkpoint, "--json", "--top-n", "2"], stdin="\n".join(DOCS)
+    )
     assert code == 0 and [p["index"] for p in json.loads(from_stdin)] == [p["index"] for p in payload]
 
 
@@ -131,7 +135,7 @@ def test_malformed_dataset_files_are_named(beir_dir, capsys, tiny_checkpoint):
     assert code == 2 and "corpus.jsonl, line 3" in capsys.readouterr().err
     (beir_dir / "qrels" / "test.tsv").unlink()
     corpus.write_text("\n".join(lines[:2]) + "\n")
-    with pytest.raises(DatasetError, match="test.tsv is missing"):
+    with pytest.raises(DatasetError, match=r"test\.tsv is missing"):
         load_beir(beir_dir)
 
 
@@ -140,7 +144,10 @@ def test_console_script_is_installed_and_runs(tiny_checkpoint):
     script = Path(sys.executable).with_name("ettin-rerank")
     done = subprocess.run(
         [str(script), "rank", QUERY, *DOCS, "--model", tiny_checkpoint, "--top-n", "1"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"Query: {QUERY}") and len(done.stdout.strip().splitlines()) == 3

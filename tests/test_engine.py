@@ -79,7 +79,7 @@ def test_parity_with_offline_trained_tokenizer(fallback_checkpoint):
     assert np.max(np.abs(ours - _reference_scores(reference, QUERY, DOCUMENTS))) <= 1e-5
 
 
-def test_scores_are_python_floats_in_input_order(tiny_checkpoint, reference):
+def test_scores_are_python_floats_in_input_order(tiny_checkpoint):
     reranker = EttinReranker(tiny_checkpoint, device="cpu")
     scores = reranker.score(QUERY, DOCUMENTS)
     assert len(scores) == len(DOCUMENTS)
@@ -296,7 +296,10 @@ def test_reports_what_was_chosen(tiny_checkpoint):
     assert reranker.device.type in ("cpu", "cuda", "mps")
     if reranker.device.type == "cpu":
         assert reranker.dtype == torch.float32
-    assert reranker.attention in ("sdpa", "eager", "flash_attention_2") or reranker.attention
+    # The reported attention is what the loaded model really runs, not what was asked for.
+    assert reranker.attention == reranker.cross_encoder[0].auto_model.config._attn_implementation
+    if reranker.device.type == "cpu":
+        assert reranker.attention == "sdpa"
     assert reranker.max_length == 7999
     assert reranker.batch_tokens > 0
     assert "EttinReranker(" in repr(reranker) and "model=" in repr(reranker)

@@ -29,7 +29,9 @@ def _run(script: str, *args: str) -> str:
 
 @pytest.mark.parametrize("script", ["langchain_retriever.py", "llamaindex_query_engine.py"])
 def test_framework_examples_run_offline(script, tiny_checkpoint, minilm_dir):
-    out = _run(script, "--model", tiny_checkpoint, "--embedder", minilm_dir, "--top-n", "2", "--query", "Who wrote Hamlet?")
+    out = _run(
+        script, "--model", tiny_checkpoint, "--embedder", minilm_dir, "--top-n", "2", "--query", "Who wrote Hamlet?"
+    )
     lines = [line for line in out.splitlines() if line.strip()]
     assert lines[0] == "Q: Who wrote Hamlet?"
     scores = [float(line.split()[0]) for line in lines[1:]]

@@ -9,18 +9,18 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
-from conftest import DOCUMENTS, QUERY, await_while_ticking  # noqa: E402
-from llama_index.core import VectorStoreIndex  # noqa: E402
-from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload  # noqa: E402
-from llama_index.core.callbacks.base_handler import BaseCallbackHandler  # noqa: E402
-from llama_index.core.embeddings import MockEmbedding  # noqa: E402
-from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
-from llama_index.core.llms import MockLLM  # noqa: E402
-from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
+from conftest import DOCUMENTS, QUERY, await_while_ticking
+from llama_index.core import VectorStoreIndex
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
+from llama_index.core.callbacks.base_handler import BaseCallbackHandler
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.llms import MockLLM
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
-from ettin_integrations import EttinReranker, get_reranker  # noqa: E402
-from ettin_integrations.llama_index import EttinRerank  # noqa: E402
+from ettin_integrations import EttinReranker, get_reranker
+from ettin_integrations.llama_index import EttinRerank
 
 
 class EventRecorder(BaseEventHandler):
@@ -140,9 +140,7 @@ def test_missing_query_is_a_clear_error(tiny_checkpoint):
 
 def test_empty_input_still_emits_events(tiny_checkpoint, recorder):
     callbacks = RerankCallbacks()
-    postprocessor = EttinRerank(
-        model=tiny_checkpoint, device="cpu", callback_manager=CallbackManager([callbacks])
-    )
+    postprocessor = EttinRerank(model=tiny_checkpoint, device="cpu", callback_manager=CallbackManager([callbacks]))
     assert postprocessor.postprocess_nodes([], query_str=QUERY) == []
     assert [e.class_name() for e in recorder.events] == ["ReRankStartEvent", "ReRankEndEvent"]
     assert len(callbacks.starts) == 1 and len(callbacks.ends) == 1

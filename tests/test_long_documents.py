@@ -20,20 +20,59 @@ def _single_token_words(tokenizer, candidates: list[str]) -> list[str]:
 def _long_text(tokenizer, words: int, seed: int = 0) -> str:
     vocab = _single_token_words(
         tokenizer,
-        "the of and to in is was for on that by with as at from city river king music team game people "
-        "water light plant energy first second national the a an are be it this".split(),
+        [
+            "the",
+            "of",
+            "and",
+            "to",
+            "in",
+            "is",
+            "was",
+            "for",
+            "on",
+            "that",
+            "by",
+            "with",
+            "as",
+            "at",
+            "from",
+            "city",
+            "river",
+            "king",
+            "music",
+            "team",
+            "game",
+            "people",
+            "water",
+            "light",
+            "plant",
+            "energy",
+            "first",
+            "second",
+            "national",
+            "the",
+            "a",
+            "an",
+            "are",
+            "be",
+            "it",
+            "this",
+        ],
     )
     rng = np.random.default_rng(seed)
     return " ".join(rng.choice(vocab, size=words))
 
 
 def _windows(tokenizer, text: str, window: int, step: int) -> list[str]:
-    """The document's windows as text, cut at the engine's token boundaries (via offsets)."""
+    """The document's windows as text, cut at token boundaries (via offsets).
+
+    Closed form, independent of the engine's loop: windows start every ``step`` tokens, and as many
+    are needed as it takes for the last one to reach the end: 1 + ceil((tokens - window) / step).
+    """
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = encoding["offset_mapping"]
-    starts = [0]
-    while starts[-1] + window < len(offsets):
-        starts.append(starts[-1] + step)
+    count = 1 + max(0, -(-(len(offsets) - window) // step))
+    starts = [i * step for i in range(count)]
     pieces = []
     for s in starts:
         end = min(s + window, len(offsets))
@@ -58,7 +97,12 @@ def test_chunked_score_equals_aggregate_of_predict_per_window(tiny_checkpoint, a
     )
     long_doc, short_doc = _long_text(tokenizer, 300), "the city by the river"
     query_tokens = len(tokenizer(QUERY, add_special_tokens=False)["input_ids"])
-    window = max_length - reranker._pairs.template.num_special - query_tokens
+    num_special = (
+        len(tokenizer(QUERY, "x")["input_ids"])
+        - query_tokens
+        - len(tokenizer("x", add_special_tokens=False)["input_ids"])
+    )
+    window = max_length - num_special - query_tokens
     pieces = _windows(tokenizer, long_doc, window, window - overlap)
     # Re-tokenizing each window's text gives back exactly the engine's window ids.
     full_ids = tokenizer(long_doc, add_special_tokens=False)["input_ids"]

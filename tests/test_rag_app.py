@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

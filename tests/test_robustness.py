@@ -15,11 +15,11 @@ from ettin_integrations import EttinReranker
 pytest.importorskip("langchain_core")
 pytest.importorskip("llama_index.core")
 
-from langchain_core.documents import Document  # noqa: E402
-from llama_index.core.schema import NodeWithScore, TextNode  # noqa: E402
+from langchain_core.documents import Document
+from llama_index.core.schema import NodeWithScore, TextNode
 
-from ettin_integrations.langchain import EttinRerank as LangChainRerank  # noqa: E402
-from ettin_integrations.llama_index import EttinRerank as LlamaIndexRerank  # noqa: E402
+from ettin_integrations.langchain import EttinRerank as LangChainRerank
+from ettin_integrations.llama_index import EttinRerank as LlamaIndexRerank
 
 QUERY = "what is in the document"
 HOSTILE = [
@@ -158,17 +158,20 @@ def test_missing_or_wrong_model_paths(tmp_path):
     not_a_model = tmp_path / "notes"
     not_a_model.mkdir()
     (not_a_model / "readme.txt").write_text("hello")
-    with pytest.raises(ValueError, match="notes.*not a cross-encoder"):
+    with pytest.raises(ValueError, match=r"notes.*not a cross-encoder"):
         EttinReranker(str(not_a_model))
     a_file = tmp_path / "model.bin"
     a_file.write_bytes(b"\x00")
-    with pytest.raises(ValueError, match="model.bin"):
+    with pytest.raises(ValueError, match=r"model\.bin"):
         EttinReranker(str(a_file))
 
 
 def test_inputs_are_never_mutated(tiny_checkpoint):
     docs = [Document(page_content=t, id=str(i), metadata={"m": [i]}) for i, t in enumerate(HOSTILE)]
-    nodes = [NodeWithScore(node=TextNode(text=t, id_=str(i), metadata={"m": i}), score=0.1 * i) for i, t in enumerate(HOSTILE)]
+    nodes = [
+        NodeWithScore(node=TextNode(text=t, id_=str(i), metadata={"m": i}), score=0.1 * i)
+        for i, t in enumerate(HOSTILE)
+    ]
     texts = list(HOSTILE)
     docs_before, nodes_before = copy.deepcopy(docs), copy.deepcopy(nodes)
     EttinReranker(tiny_checkpoint, device="cpu").rank(QUERY, texts, top_n=2)

@@ -11,7 +11,13 @@ from ettin_integrations.runtime.tokenization import PairTokenizer, learn_templat
 
 def _bert_style_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer with BERT's pair template and token type ids, built offline."""
-    words = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", *"the city river is big small a b c d e f g h".split()]
+    words = [
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[PAD]",
+        *["the", "city", "river", "is", "big", "small", "a", "b", "c", "d", "e", "f", "g", "h"],
+    ]
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.post_processor = processors.TemplateProcessing(

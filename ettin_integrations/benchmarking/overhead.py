@@ -59,7 +59,9 @@ def measure(checkpoint: str, device: str, max_length: int | None, queries: int, 
         "translation_pct": {name: ms / (base * 1000) * 100 for name, ms in translation.items()},
         "median_ms": {name: statistics.median(t) * 1000 for name, t in times.items()},
         "added_ms": {name: (statistics.median(t) - base) * 1000 for name, t in times.items() if name != "engine"},
-        "overhead_pct": {name: (statistics.median(t) / base - 1) * 100 for name, t in times.items() if name != "engine"},
+        "overhead_pct": {
+            name: (statistics.median(t) / base - 1) * 100 for name, t in times.items() if name != "engine"
+        },
         "calls_per_variant": len(times["engine"]),
     }
 

@@ -39,7 +39,10 @@ def checkpoint_for(size: str, cache: Path) -> str:
 
 
 def _child(module: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
-    """Run ``python -m ettin_integrations.benchmarking.<module>`` with the workload options; its stdout is one JSON object."""
+    """Run ``python -m ettin_integrations.benchmarking.<module>`` with the workload options.
+
+    Its stdout is one JSON object.
+    """
     command = [sys.executable, "-m", f"{__package__}.{module}", *extra, *workload_argv(args)]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -71,7 +74,7 @@ def summarize(result: dict[str, Any], reference: dict[str, Any] | None) -> dict[
         "variant": result["variant"],
         "pairs_per_second": statistics.median(result["pairs_per_second"]),
         "p50_ms": statistics.median(latencies),
-        "p95_ms": latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))],
+        "p95_ms": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
         "peak_memory_mb": result["peak_memory_mb"],
     }
     if reference is not None and "scores" in reference:
@@ -120,7 +123,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += [
             f"#### {size}",
             "",
-            "| variant | pairs/s | vs predict | top-K p50 ms | p95 ms | peak MB | max abs diff | min / mean Kendall tau |",
+            "| variant | pairs/s | vs predict | top-K p50 ms | p95 ms | peak MB | max abs diff "
+            "| min / mean Kendall tau |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
@@ -129,7 +133,8 @@ def to_markdown(report: dict[str, Any]) -> str:
                 continue
             ratio = r["pairs_per_second"] / ref["pairs_per_second"] if ref else float("nan")
             lines.append(
-                f"| {r['variant']} | {r['pairs_per_second']:.1f} | {ratio:.2f}x | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} "
+                f"| {r['variant']} | {r['pairs_per_second']:.1f} | {ratio:.2f}x | {r['p50_ms']:.0f} "
+                f"| {r['p95_ms']:.0f} "
                 f"| {r['peak_memory_mb']:.0f} | {r.get('max_abs_diff', float('nan')):.2e} "
                 f"| {r.get('min_kendall_tau', float('nan')):.4f} / {r.get('mean_kendall_tau', float('nan')):.4f} |"
             )
@@ -166,10 +171,22 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     """The harness options (also the ``ettin-rerank bench`` sub-command's)."""
     if parser is None:
         parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["17m", "32m"], choices=[*ETTIN_SIZES, "tiny"], metavar="SIZE",
-                        help="Ettin shapes to build and measure: 17m 32m 68m 150m 400m 1b tiny (default: 17m 32m)")
-    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, type=_variant, metavar="VARIANT",
-                        help=f"systems to compare (predict always runs as the anchor); valid: {VARIANT_HELP}")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=["17m", "32m"],
+        choices=[*ETTIN_SIZES, "tiny"],
+        metavar="SIZE",
+        help="Ettin shapes to build and measure: 17m 32m 68m 150m 400m 1b tiny (default: 17m 32m)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=DEFAULT_VARIANTS,
+        type=_variant,
+        metavar="VARIANT",
+        help=f"systems to compare (predict always runs as the anchor); valid: {VARIANT_HELP}",
+    )
     add_workload_args(parser)
     parser.add_argument("--out", default="ettin-bench-out", help="folder for results.json and results.md")
     parser.add_argument("--cache", default=str(default_cache()), help="where built checkpoints are kept")

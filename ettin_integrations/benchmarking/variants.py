@@ -51,7 +51,7 @@ def make_scorer(name: str, checkpoint: str, device: str, max_length: int | None)
     if match:
         from sentence_transformers import CrossEncoder
 
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(match.group(1) or "", None)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(match.group(1) or "")
         model = CrossEncoder(
             checkpoint, device=device, max_length=max_length, model_kwargs={"dtype": dtype} if dtype else None
         )
@@ -112,7 +112,7 @@ def _ours_llamaindex(checkpoint: str, options: dict[str, Any]) -> Scorer:
     def score(query: str, docs: list[str]) -> list[float]:
         nodes = [NodeWithScore(node=TextNode(text=d, id_=str(i)), score=0.0) for i, d in enumerate(docs)]
         out = postprocessor.postprocess_nodes(nodes, query_str=query)
-        by_id = {n.node.node_id: n.score for n in out}
+        by_id = {n.node.node_id: float(n.score or 0.0) for n in out}
         return [by_id[str(i)] for i in range(len(docs))]
 
     return score
@@ -130,7 +130,7 @@ def _llamaindex_sentence_transformer(checkpoint: str, device: str) -> Scorer:
     def score(query: str, docs: list[str]) -> list[float]:
         nodes = [NodeWithScore(node=TextNode(text=d, id_=str(i)), score=0.0) for i, d in enumerate(docs)]
         out = rerank.postprocess_nodes(nodes, query_str=query)
-        by_id = {n.node.node_id: float(n.score) for n in out}
+        by_id = {n.node.node_id: float(n.score or 0.0) for n in out}
         return [by_id[str(i)] for i in range(len(docs))]
 
     return score

@@ -51,7 +51,11 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder} is not a directory.")
-    corpus_path, queries_path, qrels_path = folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"
+    corpus_path, queries_path, qrels_path = (
+        folder / "corpus.jsonl",
+        folder / "queries.jsonl",
+        folder / "qrels" / f"{split}.tsv",
+    )
     corpus = {str(r["_id"]): _text(r, corpus_path, n, True) for n, r in _jsonl(corpus_path)}
     all_queries = {str(r["_id"]): _text(r, queries_path, n, False) for n, r in _jsonl(queries_path)}
     if not qrels_path.is_file():

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .beir import BeirDataset
 from ..engine import EttinReranker
+from .beir import BeirDataset
 
 Run = dict[str, dict[str, float]]  # query id -> doc id -> score
 
@@ -32,7 +32,9 @@ def bm25_run(dataset: BeirDataset, k: int) -> Run:
 
     doc_ids = list(dataset.corpus)
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize([dataset.corpus[d] for d in doc_ids], stopwords="en", show_progress=False), show_progress=False)
+    retriever.index(
+        bm25s.tokenize([dataset.corpus[d] for d in doc_ids], stopwords="en", show_progress=False), show_progress=False
+    )
     query_ids = list(dataset.queries)
     tokens = bm25s.tokenize([dataset.queries[q] for q in query_ids], stopwords="en", show_progress=False)
     k = min(k, len(doc_ids))
@@ -54,8 +56,7 @@ def embedder_run(dataset: BeirDataset, k: int, embedder: str, device: str | None
     queries = model.encode([dataset.queries[q] for q in query_ids], convert_to_tensor=True, normalize_embeddings=True)
     scores, indices = torch.topk(queries @ docs.T, k=min(k, len(doc_ids)), dim=1)
     return {
-        qid: {doc_ids[int(i)]: float(s) for i, s in zip(indices[row], scores[row])}
-        for row, qid in enumerate(query_ids)
+        qid: {doc_ids[int(i)]: float(s) for i, s in zip(indices[row], scores[row])} for row, qid in enumerate(query_ids)
     }
 
 

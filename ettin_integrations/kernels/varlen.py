@@ -21,7 +21,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-
 logger = logging.getLogger(__name__)
 
 ATTENTION_NAME = "ettin_varlen"
@@ -95,10 +94,12 @@ def varlen_attention_forward(
     if kernel_available(q.device, q.dtype):
         from torch.nn.attention.varlen import varlen_attn
 
-        out = varlen_attn(
+        longest_q = int(max_length_q or 0)
+        packed = varlen_attn(
             q, k, v, cu_seq_lens_q.to(torch.int32), cu_k.to(torch.int32),
-            int(max_length_q), int(max_length_k or max_length_q), scale=scaling, window_size=window,
+            longest_q, int(max_length_k or longest_q), scale=scaling, window_size=window,
         )  # fmt: skip
+        out = packed[0] if isinstance(packed, tuple) else packed
     else:
         out = reference_varlen_attention(q, k, v, cu_seq_lens_q, cu_k, scaling, window)
     return out.unsqueeze(0), None

@@ -56,7 +56,9 @@ class BatchedForward:
                     if budget <= longest:
                         raise
                     self.batch_tokens = max(longest, budget // 2)
-                    logger.warning("CUDA out of memory at batch_tokens=%d; retrying with %d.", budget, self.batch_tokens)
+                    logger.warning(
+                        "CUDA out of memory at batch_tokens=%d; retrying with %d.", budget, self.batch_tokens
+                    )
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
         scores: list[float] = [0.0] * len(pairs)

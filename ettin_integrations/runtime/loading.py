@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from ..kernels import varlen
-from .dependencies import check_dependencies
 from ..config import EngineConfig
 from ..config import _is_local_path as is_local_path
+from ..kernels import varlen
+from .dependencies import check_dependencies
 from .placement import PACKED_ATTENTION, attention_candidates, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -269,7 +269,9 @@ def _check_packed_matches_padded(loaded: LoadedModel) -> None:
 def _check_scores_output(loaded: LoadedModel, name: str) -> None:
     """One tiny forward at load: proves the model yields one score per pair (and warms it up)."""
     features = loaded.tokenizer(["query"], ["document"], return_tensors="pt")
-    features = {k: v.to(loaded.device) for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    features = {
+        k: v.to(loaded.device) for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+    }
     with torch.inference_mode():
         out = loaded.cross_encoder(features)
     scores = out.get("scores") if isinstance(out, dict) else None

@@ -64,7 +64,7 @@ def check_threshold(score_threshold: Any) -> float | None:
 
 
 def check_many(queries: Any, documents_per_query: Any) -> tuple[list[str], list[list[str]]]:
-    """Validate a batch of queries with one document list each; errors name ``queries[i]`` / ``documents_per_query[i][j]``."""
+    """Validate queries with one document list each; errors name ``queries[i]`` or ``documents_per_query[i][j]``."""
     for name, value in (("queries", queries), ("documents_per_query", documents_per_query)):
         if isinstance(value, (str, bytes, Mapping, Set)) or not isinstance(value, Sequence):
             raise TypeError(f"{name} must be a list, got {type(value).__name__}.")

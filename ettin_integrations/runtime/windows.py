@@ -63,7 +63,9 @@ class DocumentWindows:
         overlap = self.chunk_overlap if self.chunk_overlap is not None else min(64, window // 4)
         step = window - min(overlap, window - 1)
         query = query_ids[:query_keep]
-        return [Unit(doc, pairs.assemble(query, doc_ids[s : s + window])) for s in window_starts(len(doc_ids), window, step)]
+        return [
+            Unit(doc, pairs.assemble(query, doc_ids[s : s + window])) for s in window_starts(len(doc_ids), window, step)
+        ]
 
 
 def aggregate(scores: Sequence[float], how: str) -> float:
