@@ -190,9 +190,9 @@ _OPTION_NAMES = tuple(EngineFields.option_names())
 
 def _as_flags(message: str) -> str:
     """Rephrase option names in a Python error as the CLI flags that set them."""
-    return re.sub(r"\b(" + "|".join(_OPTION_NAMES) + r")=", lambda m: _flag(m.group(1)) + " ", message).replace(
-        "model='", "--model '"
-    )
+    message = re.sub(r"`?\b(local_files_only|trust_remote_code)=True`?", lambda m: _flag(m.group(1)), message)
+    message = re.sub(r"\b(" + "|".join(_OPTION_NAMES) + r")=", lambda m: _flag(m.group(1)) + " ", message)
+    return message.replace("model='", "--model '")
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -220,8 +220,8 @@ def make_reranker(args: argparse.Namespace) -> Any:
                 "or pre-fill the cache and add --offline (or set HF_HUB_OFFLINE=1) so no network is tried."
             )
         raise CliError(message) from None
-    except (OSError, ValueError, TypeError, ImportError, RuntimeError) as exc:
-        raise CliError(_as_flags(str(exc))) from None
+    except Exception as exc:  # any load failure is the user's input to fix: one line, exit 2
+        raise CliError(_as_flags(" ".join(str(exc).split()) or repr(exc))) from None
 
 
 def require(modules: dict[str, str], extra: str) -> None:

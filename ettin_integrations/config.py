@@ -141,6 +141,11 @@ class EngineFields(BaseModel):
         default=None,
         description="CPU threads torch may use (process-wide); with several workers per machine, cores / workers.",
     )
+    special_tokens_as_text: bool = Field(
+        default=False,
+        description="Read special-token text such as '[SEP]' in queries and documents as plain text "
+        "(for untrusted content); predict turns it into the real special tokens.",
+    )
     revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) to load.")
     local_files_only: bool = Field(
         default=False,
@@ -264,6 +269,14 @@ def options_docstring(indent: str = "        ") -> str:
     for name, field in EngineFields.model_fields.items():
         lines.append(f"{indent}{name}: {field.description} Default: {field.default!r}.")
     return "\n".join(lines)
+
+
+def options_table() -> str:
+    """The README's option table (Markdown), generated from the declarations so it cannot drift."""
+    rows = ["| option | default | what it does |", "|---|---|---|"]
+    for name, field in EngineFields.model_fields.items():
+        rows.append(f"| `{name}` | `{field.default!r}` | {field.description} |")
+    return "\n".join(rows)
 
 
 def cli_options() -> list[tuple[str, Any, Any, str, tuple[str, ...] | None]]:

@@ -13,11 +13,11 @@ from tqdm.auto import tqdm
 
 from .config import DEFAULT_MODEL, EngineConfig, options_docstring
 from .results import RankResult, ScoreDetails
+from .runtime import forking, shared
 from .runtime.forward import BatchedForward
 from .runtime.loading import LoadedModel, get_loaded_model
 from .runtime.normalization import normalize_score
 from .runtime.placement import default_batch_tokens
-from .runtime.shared import shared_instance
 from .runtime.tokenization import PairTokenizer
 from .runtime.validation import check_documents, check_many, check_query, check_threshold, check_top_n
 from .runtime.windows import DocumentWindows, Unit, aggregate
@@ -28,6 +28,8 @@ logger = logging.getLogger("ettin_integrations")
 
 #: Documents tokenized per wave: while the model scores one wave, a worker thread tokenizes the next.
 WAVE_DOCUMENTS = 2048
+#: A chunked document with more windows than this is reported: its cost is that many pairs.
+HEAVY_WINDOWS = 256
 
 
 class EttinReranker:
@@ -66,13 +68,28 @@ class EttinReranker:
         # Pickles ship the options as given ("auto" stays "auto": another process picks its own device).
         self._given = config.model_copy(update={"model": self._config.model})
         if self._config.num_threads is not None:
-            torch.set_num_threads(self._config.num_threads)
+            threads = self._config.num_threads
+            if forking.in_forked_child and threads > 1:
+                # More than one thread in a forked child hangs in torch's thread pool (see forking.py).
+                logger.warning("num_threads=%d ignored in a forked worker: torch runs single-threaded there.", threads)
+                threads = 1
+            torch.set_num_threads(threads)
         self._loaded: LoadedModel = get_loaded_model(self._config)
         cfg = self._config
         self._max_length = min(cfg.max_length, self._loaded.max_length) if cfg.max_length else self._loaded.max_length
         self._pairs = PairTokenizer(
-            self._loaded.tokenizer, self._max_length, cfg.keep_query_tokens, lowercase=self._loaded.lowercase
+            self._loaded.tokenizer,
+            self._max_length,
+            cfg.keep_query_tokens,
+            lowercase=self._loaded.lowercase,
+            special_tokens_as_text=cfg.special_tokens_as_text,
         )
+        largest_window = min(cfg.chunk_tokens or self._pairs.text_budget, self._pairs.text_budget - 1)
+        if cfg.long_documents == "chunk" and cfg.chunk_overlap is not None and cfg.chunk_overlap >= largest_window:
+            raise ValueError(
+                f"chunk_overlap={cfg.chunk_overlap} must be smaller than the window ({largest_window} tokens at "
+                f"max_length={self._max_length}), or consecutive windows would repeat each other."
+            )
         self._windows = DocumentWindows(self._pairs, cfg.long_documents == "chunk", cfg.chunk_tokens, cfg.chunk_overlap)
         self._forward = BatchedForward(self._loaded, cfg.batch_tokens or default_batch_tokens(self._loaded.device))
 
@@ -86,7 +103,7 @@ class EttinReranker:
             assert a is EttinReranker.shared(EngineConfig.create(model="/models/ettin-17m/"))
         """
         resolved = config.resolved()
-        return shared_instance(resolved.key(), lambda: cls(config=resolved))
+        return shared.engines.get_or_create(resolved.key(), lambda: cls(config=resolved))
 
     @classmethod
     def _from_options(cls, options: dict[str, Any]) -> EttinReranker:
@@ -326,10 +343,12 @@ class EttinReranker:
         if not flat_docs:
             return [ScoreDetails([], [], [], []) for _ in queries]
         owner = [q for q, docs in enumerate(documents_per_query) for _ in docs]
-        query_ids = self._pairs.encode_texts(queries)
+        # Nothing past the window can reach the model in truncate mode: tokenize only that much.
+        limit = self._pairs.text_budget if self._config.long_documents == "truncate" else None
+        query_ids = self._pairs.encode_documents(queries, self._pairs.text_budget)
 
         def prepare(start: int, end: int) -> list[Unit]:
-            doc_ids = self._pairs.encode_texts(flat_docs[start:end])
+            doc_ids = self._pairs.encode_documents(flat_docs[start:end], limit)
             units: list[Unit] = []
             for offset, ids in enumerate(doc_ids):
                 units.extend(self._windows.units(query_ids[owner[start + offset]], ids, start + offset))
@@ -359,6 +378,15 @@ class EttinReranker:
                         score_units(units)
 
         raw = [aggregate(w, self._config.chunk_aggregate) for w in windows]
+        heavy = [len(w) for w in windows if len(w) > HEAVY_WINDOWS]
+        if heavy:
+            logger.warning(
+                "Chunked %d very long document(s) into %d windows (up to %d for one): each window is a full "
+                "forward pass. Split such documents upstream, or use long_documents='truncate'.",
+                len(heavy),
+                sum(heavy),
+                max(heavy),
+            )
         if any(truncated):
             logger.info(
                 "Truncated %d of %d pairs to max_length=%d (documents cut first).",

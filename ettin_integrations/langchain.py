@@ -34,7 +34,7 @@ from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOp
 from .engine import EttinReranker
 from .registry import get_reranker
 from .results import RankResult
-from .runtime.validation import check_query
+from .runtime.validation import check_query, check_text
 
 __all__ = ["EttinCrossEncoder", "EttinRerank"]
 
@@ -240,6 +240,7 @@ class EttinCrossEncoder(BaseCrossEncoder):
             if not isinstance(pair[1], str):
                 kind = "None" if pair[1] is None else type(pair[1]).__name__
                 raise TypeError(f"text_pairs[{i}][1] is {kind}; every document must be a string.")
+            check_text(pair[1], f"text_pairs[{i}][1]")
             slot = queries.setdefault(query, len(queries))
             if slot == len(grouped):
                 grouped.append([])

@@ -10,8 +10,8 @@ from typing import Any
 
 from .config import DEFAULT_MODEL, EngineConfig
 from .engine import EttinReranker
+from .runtime import shared
 from .runtime.loading import clear_model_cache
-from .runtime.shared import clear_instances
 
 __all__ = ["clear_cache", "get_reranker"]
 
@@ -45,5 +45,5 @@ def clear_cache() -> None:
 
         clear_cache()   # e.g. between tests, or after switching models
     """
-    clear_instances()
+    shared.engines.clear()
     clear_model_cache()

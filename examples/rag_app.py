@@ -15,6 +15,7 @@ passage, so the app runs with no key. Models load once, at start-up.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -25,8 +26,10 @@ from typing import Any, Protocol
 
 import httpx
 import torch
-from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, Field
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, field_validator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _corpus import CORPUS
@@ -34,6 +37,11 @@ from _embeddings import DEFAULT_EMBEDDER, example_parser, load_embedder
 
 from ettin_integrations import DEFAULT_MODEL, get_reranker
 from ettin_integrations.jsonl import read_jsonl
+from ettin_integrations.runtime.validation import check_text
+
+logger = logging.getLogger("rag_app")
+#: Largest request body accepted; a question is at most 2000 characters, so this is generous.
+MAX_BODY_BYTES = 64 * 1024
 
 PROMPT = """Answer the question using only the numbered sources. Cite sources like [1].
 
@@ -47,6 +55,14 @@ class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=2000, description="The user's question.")
     top_k: int = Field(default=5, ge=1, le=20, description="Passages given to the answerer after reranking.")
     retrieve_k: int = Field(default=50, ge=1, le=500, description="Candidates retrieved before reranking.")
+
+    @field_validator("question")
+    @classmethod
+    def _valid_text(cls, question: str) -> str:
+        check_text(question, "question")  # a lone surrogate would crash the tokenizers: 422, not 500
+        if not question.strip():
+            raise ValueError("question is blank")
+        return question
 
 
 class Source(BaseModel):
@@ -97,7 +113,14 @@ class OpenAICompatibleAnswerer:
             json={"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0},
         )
         response.raise_for_status()
-        return response.json()["choices"][0]["message"]["content"].strip()
+        try:
+            return str(response.json()["choices"][0]["message"]["content"]).strip()
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise UpstreamError(f"malformed chat-completions response ({type(exc).__name__}: {exc})") from None
+
+
+class UpstreamError(Exception):
+    """The answering LLM replied, but not with a usable chat-completions body."""
 
 
 def answerer_from_env() -> Answerer:
@@ -118,6 +141,8 @@ def load_corpus(path: str | None) -> list[tuple[str, str]]:
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise ValueError(f"{path}, line {number}: expected an object with a string 'text'.")
         documents.append((str(record.get("id", number)), record["text"]))
+    if not documents:
+        raise ValueError(f"{path} holds no documents; the service would have nothing to retrieve.")
     return documents
 
 
@@ -131,6 +156,8 @@ def create_app(
     """The FastAPI app; models load once, in its lifespan."""
     state: dict[str, Any] = {}
     documents = corpus if corpus is not None else load_corpus(None)
+    if not documents:
+        raise ValueError("The corpus is empty; the service would have nothing to retrieve.")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -145,6 +172,20 @@ def create_app(
         state.clear()
 
     app = FastAPI(title="Ettin RAG prototype", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each bad input back: a 10 MB question, or text JSON cannot encode.
+        errors = [{k: v for k, v in error.items() if k in ("type", "loc", "msg")} for error in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        # Refuse oversized bodies before parsing them (and before a 422 would echo them back).
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+        return await call_next(request)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -161,8 +202,6 @@ def create_app(
 
     @app.post("/ask", response_model=AskResponse)
     def ask(request: AskRequest) -> AskResponse:
-        if not request.question.strip():
-            raise HTTPException(status_code=422, detail="question is blank")
         timings: dict[str, float] = {}
         started = time.perf_counter()
         query_vector = state["embedder"].encode([request.question], convert_to_tensor=True, normalize_embeddings=True)
@@ -190,8 +229,12 @@ def create_app(
         started = time.perf_counter()
         try:
             answer = state["answerer"].answer(request.question, prompt, sources)
-        except httpx.HTTPError as exc:
-            raise HTTPException(status_code=502, detail=f"the answering LLM failed: {exc}") from exc
+        except (httpx.HTTPError, UpstreamError) as exc:
+            # The full error (with the upstream address) goes to the log, never to the client.
+            logger.warning("answering LLM failed: %r", exc)
+            status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
+            reason = f"HTTP {status}" if status else type(exc).__name__
+            raise HTTPException(status_code=502, detail=f"the answering LLM failed ({reason})") from None
         timings["answer"] = (time.perf_counter() - started) * 1000
         return AskResponse(
             answer=answer, answerer=state["answerer"].name, sources=sources, prompt=prompt, timings_ms=timings
@@ -224,7 +267,11 @@ def main() -> None:
 
     import uvicorn
 
-    app = create_app(args.model, args.embedder, load_corpus(args.corpus))
+    try:
+        corpus = load_corpus(args.corpus)
+    except ValueError as exc:  # JsonlError included: the message names the file and line
+        parser.error(str(exc))
+    app = create_app(args.model, args.embedder, corpus)
     uvicorn.run(app, host=args.host, port=args.port)
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,77 @@ def test_console_script_is_installed_and_runs(tiny_checkpoint):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"Query: {QUERY}") and len(done.stdout.strip().splitlines()) == 3
+
+
+def test_documents_may_follow_options(tiny_checkpoint):
+    code, text = _run(["rank", QUERY, "--model", tiny_checkpoint, DOCS[0], "--top-n", "2", DOCS[1], DOCS[2]])
+    assert code == 0
+    expected = EttinReranker(tiny_checkpoint).rank(QUERY, DOCS, top_n=2)
+    rows = [line.split(None, 3) for line in text.splitlines()[2:]]
+    assert [int(r[2]) for r in rows] == [r.index for r in expected]
+
+
+def test_version_and_verbose_before_the_command(tiny_checkpoint, capsys):
+    from ettin_integrations import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and __version__ in capsys.readouterr().out
+    code, _ = _run(["-v", "rank", QUERY, "doc", "--model", tiny_checkpoint])
+    assert code == 0
+
+
+def test_eval_without_its_extra_stops_before_any_work(monkeypatch, beir_dir, capsys):
+    import importlib.util as util
+
+    from ettin_integrations import cli
+
+    real = util.find_spec
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name, *a: None if name == "bm25s" else real(name, *a))
+    monkeypatch.setattr(cli, "make_reranker", lambda args: pytest.fail("loaded a model before checking extras"))
+    code, _ = _run(["eval", str(beir_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and "bm25s" in err and "pip install 'ettin-integrations[cli]'" in err
+
+
+def test_offline_hub_id_fails_fast_once_and_speaks_in_flags():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": "/nonexistent-cache"}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "ettin_integrations.cli", "rank", QUERY, "doc", "--model", "org/not-cached"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert time.perf_counter() - started < 30
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("ettin-rerank: error:") == 1 and "Traceback" not in done.stderr
+    assert "--model" in done.stderr and "--offline" in done.stderr
+    assert "model='" not in done.stderr and "local_files_only=True" not in done.stderr
+
+
+def test_eval_prints_no_library_debug_lines_without_verbose(tiny_checkpoint, beir_dir):
+    done = subprocess.run(
+        [sys.executable, "-m", "ettin_integrations.cli", "eval", str(beir_dir), "--k", "5", "--model", tiny_checkpoint],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "DEBUG" not in done.stderr and "INFO" not in done.stderr
+
+
+def test_flag_errors_are_phrased_as_flags(tiny_checkpoint, capsys):
+    code, _ = _run(["rank", QUERY, "doc", "--model", tiny_checkpoint, "--batch-tokens", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--batch-tokens 0" in err
+
+
+def test_testing_module_says_which_tokenizer_it_used(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "ettin_integrations.testing", str(tmp_path / "ck"), "--tokenizer", "fallback"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "WARNING: tokenizer" in done.stderr and "toy" in done.stderr
+    assert done.stdout.strip() == str(tmp_path / "ck")
+    helped = subprocess.run(
+        [sys.executable, "-m", "ettin_integrations.testing", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert "--tokenizer" in helped.stdout and "RANDOM" in helped.stdout and "output directory" in helped.stdout

@@ -229,3 +229,39 @@ def test_cross_encoder_scores_mixed_queries_in_input_order(tiny_checkpoint):
     assert cross_encoder.score([]) == []
     with pytest.raises(TypeError, match=r"text_pairs\[0\]"):
         cross_encoder.score([("only one",)])
+
+
+def test_rerank_top_n_none_means_all_and_default_means_own(compressor):
+    assert len(compressor.rerank(DOCUMENTS, QUERY)) == compressor.top_n == 3
+    everything = compressor.rerank(DOCUMENTS, QUERY, top_n=None)
+    assert sorted(p["index"] for p in everything) == list(range(len(DOCUMENTS)))
+    assert [p["index"] for p in everything] == [r.index for r in compressor.reranker.rank(QUERY, DOCUMENTS)]
+    assert compressor.rerank(DOCUMENTS, QUERY, top_n=0) == []
+
+
+def test_custom_event_belongs_to_the_retriever_run(store, compressor):
+    retriever = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=store.as_retriever())
+    chain = RunnableLambda(lambda q: q) | retriever
+
+    async def collect():
+        return [event async for event in chain.astream_events(QUERY, version="v2")]
+
+    events = asyncio.run(collect())
+    custom = [e for e in events if e["event"] == "on_custom_event" and e["name"] == "ettin_rerank"]
+    starts = [e for e in events if e["event"] == "on_retriever_start" and e["name"] == "ContextualCompressionRetriever"]
+    assert len(custom) == 1 and len(starts) == 1
+    # As with langchain_core's dispatch_custom_event: the event carries the retriever's run, and so
+    # the same ancestry (here, the chain around it) rather than belonging to no run at all.
+    assert custom[0]["run_id"] == starts[0]["run_id"]
+    assert custom[0]["parent_ids"] == starts[0]["parent_ids"] and custom[0]["parent_ids"]
+    assert custom[0]["data"]["num_documents"] > 0
+
+
+def test_model_positionally_device_none_and_paths_checked_at_construction(tiny_checkpoint, tmp_path):
+    positional = EttinRerank(tiny_checkpoint, device=None, top_n=2)
+    assert positional.model == tiny_checkpoint and positional.device == "auto"
+    assert positional.reranker is get_reranker(tiny_checkpoint)
+    with pytest.raises(TypeError, match="twice"):
+        EttinRerank(tiny_checkpoint, model=tiny_checkpoint)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        EttinRerank(str(tmp_path / "nope"))  # no model is loaded, yet the wrong path is named at once

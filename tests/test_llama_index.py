@@ -220,3 +220,56 @@ def test_sharing_serialization_and_pickle(tiny_checkpoint):
     for name in EttinRerank.model_fields:
         if name != "callback_manager":
             assert EttinRerank.model_fields[name].description, name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "hint"),
+    [
+        ({"top_k": 5}, "did you mean top_n"),
+        ({"cross_encoder_kwargs": {"max_length": 512}}, "max_length"),
+        ({"cache_folder": "/tmp/cache"}, "local directory"),
+        ({"keep_retrival_score": True}, "did you mean keep_retrieval_score"),
+    ],
+)
+def test_unknown_arguments_are_rejected_with_a_hint(tiny_checkpoint, kwargs, hint):
+    with pytest.raises(TypeError, match=hint):
+        EttinRerank(model=tiny_checkpoint, **kwargs)
+
+
+def test_model_positionally_and_device_none(tiny_checkpoint, tmp_path):
+    rerank = EttinRerank(tiny_checkpoint, device=None, top_n=1)
+    assert rerank.model == tiny_checkpoint and rerank.device == "auto"
+    assert rerank.reranker is get_reranker(tiny_checkpoint)
+    with pytest.raises(FileNotFoundError, match="missing-model"):
+        EttinRerank(str(tmp_path / "missing-model"))
+
+
+def test_outputs_are_independent_of_inputs_all_the_way_down(tiny_checkpoint):
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo
+
+    nodes = []
+    for i, text in enumerate(DOCUMENTS[:4]):
+        node = TextNode(text=text, id_=f"n{i}", metadata={"tags": ["x"], "nested": {"k": [1]}})
+        node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=f"src-{i}", metadata={"m": [1]})
+        nodes.append(NodeWithScore(node=node, score=0.5))
+    before = copy.deepcopy(nodes)
+    out = EttinRerank(model=tiny_checkpoint, device="cpu", top_n=None).postprocess_nodes(nodes, query_str=QUERY)
+    for result in out:
+        result.node.metadata["tags"].append("mutated")
+        result.node.metadata["nested"]["k"].append(2)
+        result.node.relationships[NodeRelationship.SOURCE].metadata["m"].append(2)
+        result.node.relationships[NodeRelationship.SOURCE].node_id = "changed"
+    assert [n.node.metadata for n in nodes] == [n.node.metadata for n in before]
+    assert [n.node.relationships for n in nodes] == [n.node.relationships for n in before]
+    assert [n.score for n in nodes] == [0.5] * 4
+
+
+def test_a_stored_config_cannot_turn_on_remote_code(tiny_checkpoint):
+    stored = EttinRerank(model=tiny_checkpoint, device="cpu").to_dict()
+    assert stored["trust_remote_code"] is False
+    tampered = {**stored, "trust_remote_code": True}
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        EttinRerank.from_dict(tampered)
+    assert EttinRerank.from_dict(tampered, trust_remote_code=True).trust_remote_code is True
+    with pytest.raises(TypeError, match="top_k"):
+        EttinRerank.from_dict({**stored, "top_k": 4})

@@ -170,6 +170,6 @@ def test_chunk_options_are_validated(tiny_checkpoint):
         EttinReranker(tiny_checkpoint, long_documents="chunk", chunk_aggregate="median")
     with pytest.raises(ValueError, match="chunk_overlap"):
         EttinReranker(tiny_checkpoint, long_documents="chunk", chunk_overlap=-1)
-    # An overlap as large as the window still advances (one token at a time), never loops forever.
-    engine = EttinReranker(tiny_checkpoint, device="cpu", max_length=32, long_documents="chunk", chunk_overlap=10_000)
-    assert engine.score_details(QUERY, ["the city " * 30]).windows[0] > 1
+    # An overlap as large as the window would repeat windows without end: refused up front.
+    with pytest.raises(ValueError, match="chunk_overlap=10000 must be smaller than the window"):
+        EttinReranker(tiny_checkpoint, device="cpu", max_length=32, long_documents="chunk", chunk_overlap=10_000)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..kernels.varlen import pack
+from . import forking
 from .batching import collate, plan_batches
 from .loading import LoadedModel
 from .placement import PACKED_ATTENTION
@@ -36,6 +37,8 @@ class BatchedForward:
 
     def __call__(self, pairs: list[EncodedPair]) -> list[float]:
         """Raw scores of ``pairs``, in order."""
+        if forking.forked_after_cuda and self.loaded.device.type == "cuda":
+            raise RuntimeError(forking.FORK_CUDA_MESSAGE)
         lengths = [len(p.input_ids) for p in pairs]
         pending = list(range(len(pairs)))
         outputs: list[tuple[list[int], Any]] = []

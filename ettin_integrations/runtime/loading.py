@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from ..config import EngineConfig
 from ..config import _is_local_path as is_local_path
 from ..kernels import varlen
+from . import forking, shared
 from .dependencies import check_dependencies
 from .placement import PACKED_ATTENTION, attention_candidates, resolve_dtype
 
@@ -89,27 +91,36 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_cache: dict[LoadSpec, LoadedModel] = {}
-_cache_lock = threading.Lock()
+_models: shared.KeyedStore[LoadedModel] = shared.KeyedStore()
+
+
+def _reset_locks_after_fork() -> None:
+    # A lock another parent thread held at the fork would stay held forever in the child.
+    for loaded in _models.values():
+        loaded.lock = threading.Lock()
+    shared.reset_after_fork()
+
+
+forking.on_fork_in_child(_reset_locks_after_fork)
 
 
 def clear_model_cache() -> None:
     """Drop every cached model (engines that still hold one keep it alive until they go)."""
-    with _cache_lock:
-        _cache.clear()
+    _models.clear()
 
 
 def get_loaded_model(config: EngineConfig) -> LoadedModel:
-    """The shared model for a resolved config, loaded on first use."""
+    """The shared model for a resolved config, loaded on first use (a load blocks only the same model)."""
     spec = LoadSpec.from_config(config)
     device = torch.device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
-    with _cache_lock:
-        loaded = _cache.get(spec)
-        if loaded is None:
-            loaded = _load(spec, device, dtype)
-            _cache[spec] = loaded
+
+    def load() -> LoadedModel:
+        loaded = _load(spec, device, dtype)
+        forking.install(lambda: any(m.device.type == "cuda" for m in _models.values()))
         return loaded
+
+    return _models.get_or_create(spec, load)
 
 
 def check_local_model(model: str) -> None:
@@ -129,15 +140,16 @@ def check_local_model(model: str) -> None:
         )
     if not path.is_dir():
         raise ValueError(f"Model path {model!r} is a file; pass the directory that holds the saved CrossEncoder.")
+    for name in ("modules.json", "config.json", "config_sentence_transformers.json"):
+        if (path / name).is_file():
+            _read_json(path / name)  # a damaged file is named here, not deep inside transformers
     if (path / "modules.json").is_file():
         return
     config_path = path / "config.json"
     if not config_path.is_file():
         raise ValueError(f"{model!r} is not a cross-encoder checkpoint: it has neither modules.json nor config.json.")
-    try:
-        architectures = json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or []
-    except (ValueError, AttributeError) as exc:
-        raise ValueError(f"{config_path} is not a valid JSON object ({exc}); the checkpoint is damaged.") from None
+    config = _read_json(config_path)
+    architectures = (config.get("architectures") if isinstance(config, dict) else None) or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         # Loading this would bolt a randomly initialised classifier onto the backbone, silently.
         raise ValueError(
@@ -146,12 +158,28 @@ def check_local_model(model: str) -> None:
         )
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); the checkpoint is damaged or incomplete.") from None
+
+
 def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     check_dependencies()
     from sentence_transformers import CrossEncoder
 
     check_local_model(spec.model)
     user_kwargs: dict[str, Any] = json.loads(spec.model_kwargs)
+    for key in ("dtype", "torch_dtype"):
+        # The spec keeps model_kwargs as JSON (hashable); a torch.dtype came through as "torch.float64".
+        value = user_kwargs.get(key)
+        if (
+            isinstance(value, str)
+            and value.startswith("torch.")
+            and isinstance(getattr(torch, value[6:], None), torch.dtype)
+        ):
+            user_kwargs[key] = getattr(torch, value[6:])
     errors: list[str] = []
     for attention in attention_candidates(spec.attention, device, dtype):
         if attention == varlen.ATTENTION_NAME:
@@ -176,6 +204,15 @@ def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedMod
             continue
         except OSError as exc:
             raise ModelLoadError(spec.model, str(exc), hub_unreachable=_hub_unreachable(spec.model, exc)) from exc
+        except pickle.UnpicklingError as exc:
+            first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(
+                spec.model,
+                "a weights file is a pickle that holds more than plain tensors, and running it could execute "
+                f"arbitrary code, so it was refused ({first_line}). Re-save the model as safetensors",
+            ) from exc
+        except Exception as exc:  # damaged weights and the like: name the model, keep the cause
+            raise ModelLoadError(spec.model, f"{type(exc).__name__}: {exc}") from exc
         loaded = _wrap(cross_encoder, spec, device, dtype, attention)
         if loaded.attention in PACKED_ATTENTION:
             try:
@@ -232,7 +269,8 @@ def _wrap(cross_encoder: Any, spec: LoadSpec, device: torch.device, dtype: torch
         cross_encoder=cross_encoder,
         tokenizer=tokenizer,
         device=device,
-        dtype=dtype,
+        # What the weights really are: model_kwargs={"dtype": ...} can override the requested dtype.
+        dtype=next(cross_encoder.parameters()).dtype,
         attention=getattr(first.config, "_attn_implementation", attention) or attention,
         max_length=max_length,
         pad_token_id=pad_token_id,

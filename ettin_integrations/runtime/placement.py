@@ -26,7 +26,7 @@ _DTYPE_NAMES: dict[str, torch.dtype] = {
 
 #: Padded tokens per forward pass when ``batch_tokens`` is not given, by device type.
 #: CPU: measured in benchmarks/ (small batches keep the working set in cache and waste less on padding).
-#: GPU: large enough to fill the device, small enough for a 1b model on a 16 GB card.
+#: GPU: a first guess, not yet chosen by a sweep on real GPUs (benchmarks/gpu_check.sh measures alternatives).
 DEFAULT_BATCH_TOKENS: dict[str, int] = {"cpu": 1024, "cuda": 65536, "mps": 16384}
 
 

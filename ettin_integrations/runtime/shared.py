@@ -7,40 +7,60 @@ never waits behind an unrelated model that is still loading.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-_instances: dict[str, Any] = {}
-_key_locks: dict[str, threading.Lock] = {}
-_lock = threading.Lock()  # guards the two dicts, never held while creating
+T = TypeVar("T")
+
+_stores: weakref.WeakSet[KeyedStore[Any]] = weakref.WeakSet()
 
 
-def shared_instance(key: str, create: Callable[[], Any]) -> Any:
-    """The instance stored under ``key``, calling ``create()`` (once, even under races) if there is none."""
-    with _lock:
-        found = _instances.get(key)
-        if found is not None:
+class KeyedStore(Generic[T]):
+    """A dict of instances where creating one holds only that key's lock."""
+
+    def __init__(self) -> None:
+        self._instances: dict[Any, T] = {}
+        self._key_locks: dict[Any, threading.Lock] = {}
+        self._lock = threading.Lock()  # guards the two dicts, never held while creating
+        _stores.add(self)
+
+    def get_or_create(self, key: Any, create: Callable[[], T]) -> T:
+        """The instance stored under ``key``, calling ``create()`` (once, even under races) if there is none."""
+        with self._lock:
+            found = self._instances.get(key)
+            if found is not None:
+                return found
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                found = self._instances.get(key)
+            if found is None:
+                found = create()
+                with self._lock:
+                    self._instances[key] = found
             return found
-        key_lock = _key_locks.setdefault(key, threading.Lock())
-    with key_lock:
-        with _lock:
-            found = _instances.get(key)
-        if found is None:
-            found = create()
-            with _lock:
-                _instances[key] = found
-        return found
 
+    def values(self) -> list[T]:
+        with self._lock:
+            return list(self._instances.values())
 
-def clear_instances() -> None:
-    """Forget every stored instance (callers holding one keep it)."""
-    with _lock:
-        _instances.clear()
-        _key_locks.clear()
+    def clear(self) -> None:
+        """Forget every stored instance (callers holding one keep it)."""
+        with self._lock:
+            self._instances.clear()
+            self._key_locks.clear()
+
+    def _reset_locks(self) -> None:
+        self._lock = threading.Lock()
+        self._key_locks = {}
 
 
 def reset_after_fork() -> None:
-    """New locks in a forked child: a lock held by another thread at fork time would never be released."""
-    global _lock
-    _lock = threading.Lock()
-    _key_locks.clear()
+    """Fresh locks in a forked child: a lock another thread held at fork time would never be released."""
+    for store in list(_stores):
+        store._reset_locks()
+
+
+#: Engines, keyed by their resolved configuration.
+engines: KeyedStore[Any] = KeyedStore()

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(text: str, where: str) -> str:
+    """Refuse text the tokenizer cannot encode (lone surrogates, e.g. from a bad decode), naming it."""
+    match = _SURROGATE.search(text)
+    if match is not None:
+        raise ValueError(
+            f"{where} contains a lone surrogate {match.group()!r} at character {match.start()}, which is not valid "
+            "Unicode text (often from decoding bytes with errors='surrogateescape'); clean or re-decode it."
+        )
+    return text
+
 
 def check_query(query: Any, where: str = "query") -> str:
+    """``query`` as a string, or an error naming what is wrong with it."""
     if query is None:
         raise TypeError(f"{where} is None; pass the search query as a string.")
     if not isinstance(query, str):
         raise TypeError(f"{where} must be a string, got {type(query).__name__}.")
-    return query
+    return check_text(query, where)
 
 
 def check_documents(documents: Any, where: str = "documents") -> list[str]:
@@ -40,6 +55,7 @@ def check_documents(documents: Any, where: str = "documents") -> list[str]:
         if not isinstance(doc, str):
             kind = "None" if doc is None else type(doc).__name__
             raise TypeError(f"{where}[{i}] is {kind}; every document must be a string.")
+        check_text(doc, f"{where}[{i}]")
     return list(documents)
 
 

@@ -61,7 +61,9 @@ class DocumentWindows:
         room = pairs.text_budget - query_keep
         window = min(self.chunk_tokens or room, room)
         overlap = self.chunk_overlap if self.chunk_overlap is not None else min(64, window // 4)
-        step = window - min(overlap, window - 1)
+        # A long query can squeeze the window below a configured overlap; half a window at most keeps
+        # the number of windows within twice the overlap-free count.
+        step = window - min(overlap, window // 2)
         query = query_ids[:query_keep]
         return [
             Unit(doc, pairs.assemble(query, doc_ids[s : s + window])) for s in window_starts(len(doc_ids), window, step)
