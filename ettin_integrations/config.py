@@ -133,6 +133,17 @@ class EngineFields(BaseModel):
         default=256,
         description="When a pair is too long the document is cut first; the query keeps at least this many tokens.",
     )
+    micro_batching: bool = Field(
+        default=True,
+        description="Merge requests from concurrent threads or tasks that arrive while the model is busy "
+        "into its next pass (each caller still gets exactly its own results).",
+    )
+    batch_wait_ms: FiniteFloat = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="With micro_batching, how long a pass waits for more requests first (0: never waits).",
+    )
     attention: str = Field(
         default="auto",
         description="'auto' (flash-attention or PyTorch's varlen kernel on CUDA, else sdpa) or an attn_implementation.",

@@ -16,6 +16,7 @@ from .results import RankResult, ScoreDetails
 from .runtime import forking, shared
 from .runtime.forward import BatchedForward
 from .runtime.loading import LoadedModel, get_loaded_model
+from .runtime.microbatch import MicroBatcher
 from .runtime.normalization import normalize_score
 from .runtime.placement import default_batch_tokens
 from .runtime.tokenization import PairTokenizer
@@ -92,6 +93,7 @@ class EttinReranker:
             )
         self._windows = DocumentWindows(self._pairs, cfg.long_documents == "chunk", cfg.chunk_tokens, cfg.chunk_overlap)
         self._forward = BatchedForward(self._loaded, cfg.batch_tokens or default_batch_tokens(self._loaded.device))
+        self._batcher: MicroBatcher[list[ScoreDetails]] = MicroBatcher(self._score_merged, wait_ms=cfg.batch_wait_ms)
 
     @classmethod
     def shared(cls, config: EngineConfig) -> EttinReranker:
@@ -160,6 +162,11 @@ class EttinReranker:
         return self._config.long_documents
 
     @property
+    def batching(self) -> MicroBatcher[list[ScoreDetails]]:
+        """The cross-request batcher: ``batching.stats`` counts requests, passes and merged sizes."""
+        return self._batcher
+
+    @property
     def cross_encoder(self) -> Any:
         """The underlying sentence-transformers ``CrossEncoder`` (shared; do not modify)."""
         return self._loaded.cross_encoder
@@ -207,7 +214,7 @@ class EttinReranker:
         """
         query = check_query(query)
         documents = check_documents(documents)
-        return self._score_many([query], [documents], show_progress_bar)[0]
+        return self._score([query], [documents], show_progress_bar)[0]
 
     def rank(
         self,
@@ -294,16 +301,25 @@ class EttinReranker:
         checked_queries, checked_docs = check_many(queries, documents_per_query)
         if show_progress_bar is None:
             show_progress_bar = sum(len(d) for d in checked_docs) > 1000
-        return self._score_many(checked_queries, checked_docs, show_progress_bar)
+        return self._score(checked_queries, checked_docs, show_progress_bar)
 
     async def ascore(self, query: str, documents: Sequence[str]) -> list[float]:
-        """:meth:`score` in a worker thread, so the running event loop stays responsive.
+        """:meth:`score` without blocking the event loop; cancelling the task drops work not yet started.
 
         Example::
 
             scores = await reranker.ascore("q", docs)
         """
-        return await asyncio.to_thread(self.score, query, documents)
+        return (await self.ascore_details(query, documents)).scores
+
+    async def ascore_details(self, query: str, documents: Sequence[str]) -> ScoreDetails:
+        """:meth:`score_details` without blocking the event loop.
+
+        Example::
+
+            details = await reranker.ascore_details("q", docs)
+        """
+        return (await self._ascore([check_query(query)], [check_documents(documents)]))[0]
 
     async def arank(
         self,
@@ -312,13 +328,25 @@ class EttinReranker:
         top_n: int | None = None,
         score_threshold: float | None = None,
     ) -> list[RankResult]:
-        """:meth:`rank` in a worker thread, so the running event loop stays responsive.
+        """:meth:`rank` without blocking the event loop; concurrent calls share forward passes.
 
         Example::
 
             hits = await reranker.arank("q", docs, top_n=5)
         """
-        return await asyncio.to_thread(self.rank, query, documents, top_n, score_threshold)
+        top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
+        return ranked(await self.ascore_details(query, documents), top_n, score_threshold)
+
+    async def ascore_many(
+        self, queries: Sequence[str], documents_per_query: Sequence[Sequence[str]]
+    ) -> list[ScoreDetails]:
+        """:meth:`score_many` without blocking the event loop.
+
+        Example::
+
+            per_query = await reranker.ascore_many(["q1", "q2"], [docs1, docs2])
+        """
+        return await self._ascore(*check_many(queries, documents_per_query))
 
     async def arank_many(
         self,
@@ -327,15 +355,52 @@ class EttinReranker:
         top_n: int | None = None,
         score_threshold: float | None = None,
     ) -> list[list[RankResult]]:
-        """:meth:`rank_many` in a worker thread.
+        """:meth:`rank_many` without blocking the event loop.
 
         Example::
 
             per_query = await reranker.arank_many(["q1", "q2"], [docs1, docs2], top_n=5)
         """
-        return await asyncio.to_thread(self.rank_many, queries, documents_per_query, top_n, score_threshold)
+        top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
+        details = await self.ascore_many(queries, documents_per_query)
+        return [ranked(d, top_n, score_threshold) for d in details]
 
     # ----------------------------------------------------------------- orchestration
+    def _score(
+        self, queries: list[str], documents_per_query: list[list[str]], show_progress_bar: bool
+    ) -> list[ScoreDetails]:
+        """Validated input -> details; through the micro-batcher unless a progress bar is wanted."""
+        if show_progress_bar or not self._config.micro_batching:
+            return self._score_many(queries, documents_per_query, show_progress_bar)
+        return self._batcher.submit((queries, documents_per_query), sum(len(d) for d in documents_per_query))
+
+    async def _ascore(self, queries: list[str], documents_per_query: list[list[str]]) -> list[ScoreDetails]:
+        if not self._config.micro_batching:
+            return await asyncio.to_thread(self._score_many, queries, documents_per_query, False)
+        job = self._batcher.enqueue((queries, documents_per_query), sum(len(d) for d in documents_per_query))
+        waiting = asyncio.ensure_future(asyncio.to_thread(self._batcher.wait, job))
+        try:
+            return await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            # Not started yet: dropped. Leading (or merged into) a pass: the thread finishes that pass
+            # for the others, and this caller's result is simply not awaited.
+            self._batcher.cancel(job)
+            waiting.add_done_callback(lambda done: done.cancelled() or done.exception())
+            raise
+
+    def _score_merged(self, payloads: Sequence[tuple[list[str], list[list[str]]]]) -> list[list[ScoreDetails]]:
+        """One pass over several callers' requests; each gets back its own slice."""
+        if len(payloads) == 1:
+            return [self._score_many(*payloads[0], False)]
+        queries = [q for qs, _ in payloads for q in qs]
+        documents = [d for _, ds in payloads for d in ds]
+        merged = self._score_many(queries, documents, False)
+        out, start = [], 0
+        for qs, _ in payloads:
+            out.append(merged[start : start + len(qs)])
+            start += len(qs)
+        return out
+
     def _score_many(
         self, queries: list[str], documents_per_query: list[list[str]], show_progress_bar: bool
     ) -> list[ScoreDetails]:

@@ -242,7 +242,11 @@ def test_concurrent_threads_get_serial_results(tiny_checkpoint):
     for t in threads:
         t.join()
     assert not errors
-    assert [results[i] for i in range(16)] == serial
+    # Concurrent calls share forward passes (micro-batching); a pair in another batch composition
+    # differs only by float32 rounding, never in order.
+    for i in range(16):
+        assert results[i] == pytest.approx(serial[i], abs=1e-4)
+        assert np.argsort(results[i]).tolist() == np.argsort(serial[i]).tolist()
 
 
 async def test_async_matches_and_does_not_block_the_loop(tiny_checkpoint):

@@ -212,4 +212,10 @@ def test_many_threads_and_tasks_at_once_give_serial_results(tiny_checkpoint):
     for t in threads:
         t.join()
     assert not errors
-    assert [results[i] for i in range(48)] == serial
+    # Concurrent callers share passes (micro-batching): same scores up to float32 rounding (predict itself
+    # moves by ~3e-5 between batch compositions on these random weights).
+    for i in range(48):
+        got, want = dict(results[i]), dict(serial[i])
+        assert set(got) == set(want)
+        assert [got[k] for k in sorted(got)] == pytest.approx([want[k] for k in sorted(want)], abs=1e-4)
+    assert engine.batching.stats.merged_passes > 0

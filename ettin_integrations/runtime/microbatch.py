@@ -1,0 +1,170 @@
+"""Cross-request micro-batching: requests that arrive while the model is busy share its next pass.
+
+No background thread and no added latency when idle: the first caller to find the model free runs
+at once (the leader). Callers arriving meanwhile queue; when the leader's pass ends, the next one in
+the queue leads a single pass over everything that queued up, and so on. Each caller gets exactly
+its own results. A caller cancelled while queued is dropped before its work starts. Validation
+happens before a request is queued, so one caller's bad input never fails another.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+R = TypeVar("R")
+
+
+class Cancelled(Exception):
+    """The request was cancelled before its work started."""
+
+
+@dataclass(eq=False)
+class Job(Generic[R]):
+    """One caller's request: its payload, and where its result (or error) lands."""
+
+    payload: Any
+    size: int
+    event: threading.Event = field(default_factory=threading.Event)
+    result: R | None = None
+    error: BaseException | None = None
+    lead: bool = False
+    cancelled: bool = False
+
+    def finish(self, result: R | None = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.event.set()
+
+
+@dataclass
+class BatchingStats:
+    """What merging achieved: requests served, passes run, and how many requests each pass merged."""
+
+    requests: int = 0
+    passes: int = 0
+    cancelled: int = 0
+    requests_per_pass: Counter[int] = field(default_factory=Counter)
+    items_per_pass: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def merged_passes(self) -> int:
+        """Passes that served more than one request."""
+        return sum(count for size, count in self.requests_per_pass.items() if size > 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "passes": self.passes,
+            "merged_passes": self.merged_passes,
+            "cancelled": self.cancelled,
+            "requests_per_pass": dict(sorted(self.requests_per_pass.items())),
+        }
+
+
+class MicroBatcher(Generic[R]):
+    """Merges concurrent requests into shared passes of ``run``.
+
+    Args:
+        run: Does the work for several payloads at once and returns one result per payload, in order.
+        wait_ms: Optional window a leader waits for more requests before its pass (0: none; only
+            worth it when throughput matters more than single-request latency).
+        max_items: Largest merged pass, in the units of ``Job.size`` (pairs); more waits for the next.
+    """
+
+    def __init__(self, run: Callable[[Sequence[Any]], Sequence[R]], wait_ms: float = 0.0, max_items: int = 1 << 30):
+        self._run = run
+        self._wait = wait_ms / 1000.0
+        self._max_items = max_items
+        self._lock = threading.Lock()
+        self._pending: list[Job[R]] = []
+        self._busy = False
+        self.stats = BatchingStats()
+        self.on_pass: Callable[[int, int], None] | None = None  # (requests, items) after each pass
+
+    @property
+    def queued_items(self) -> int:
+        """Items (pairs) waiting for a pass: the queue depth."""
+        with self._lock:
+            return sum(job.size for job in self._pending)
+
+    def submit(self, payload: Any, size: int) -> R:
+        """Run ``payload`` (alone or merged with others) and return its result; blocks until done."""
+        return self.wait(self.enqueue(payload, size))
+
+    def enqueue(self, payload: Any, size: int) -> Job[R]:
+        job: Job[R] = Job(payload, size)
+        with self._lock:
+            if self._busy:
+                self._pending.append(job)
+            else:
+                self._busy = True
+                job.lead = True
+        return job
+
+    def wait(self, job: Job[R]) -> R:
+        """Block until ``job`` is done, leading passes when its turn comes."""
+        while not job.lead:
+            job.event.wait()
+            if not job.lead:
+                if job.error is not None:
+                    raise job.error
+                return job.result  # type: ignore[return-value]
+            job.event.clear()
+        self._lead(job)
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def cancel(self, job: Job[R]) -> bool:
+        """Drop ``job`` if it has not started; returns whether it was dropped."""
+        with self._lock:
+            if job in self._pending:
+                self._pending.remove(job)
+                self.stats.cancelled += 1
+                job.cancelled = True
+                job.finish(error=Cancelled())
+                return True
+        return False
+
+    def _lead(self, job: Job[R]) -> None:
+        if self._wait > 0:
+            time.sleep(self._wait)
+        with self._lock:
+            batch, used = [job], job.size
+            keep: list[Job[R]] = []
+            for other in self._pending:
+                if used + other.size <= self._max_items:
+                    batch.append(other)
+                    used += other.size
+                else:
+                    keep.append(other)
+            self._pending = keep
+        try:
+            results = self._run([j.payload for j in batch])
+            for j, result in zip(batch, results):
+                if j is not job:
+                    j.finish(result)
+            job.result = results[0]
+        except BaseException as exc:  # the pass failed: every caller in it hears why
+            for j in batch:
+                if j is not job:
+                    j.finish(error=exc)
+            job.error = exc
+        finally:
+            with self._lock:
+                self.stats.requests += len(batch)
+                self.stats.passes += 1
+                self.stats.requests_per_pass[len(batch)] += 1
+                self.stats.items_per_pass[used] += 1
+                if self._pending:
+                    successor = self._pending.pop(0)
+                    successor.lead = True
+                    successor.event.set()
+                else:
+                    self._busy = False
+            if self.on_pass is not None:
+                self.on_pass(len(batch), used)
