@@ -20,7 +20,14 @@ from .runtime.microbatch import MicroBatcher
 from .runtime.normalization import normalize_score
 from .runtime.placement import default_batch_tokens
 from .runtime.tokenization import PairTokenizer
-from .runtime.validation import check_documents, check_many, check_query, check_threshold, check_top_n
+from .runtime.validation import (
+    check_documents,
+    check_many,
+    check_positive,
+    check_query,
+    check_threshold,
+    check_top_n,
+)
 from .runtime.windows import DocumentWindows, Unit, aggregate
 
 __all__ = ["DEFAULT_MODEL", "EttinReranker"]
@@ -29,6 +36,8 @@ logger = logging.getLogger("ettin_integrations")
 
 #: Documents tokenized per wave: while the model scores one wave, a worker thread tokenizes the next.
 WAVE_DOCUMENTS = 2048
+#: One caller's request as the micro-batcher carries it: queries, their documents, per-query token caps.
+Payload = tuple[list[str], list[list[str]], list["int | None"]]
 #: A chunked document with more windows than this is reported: its cost is that many pairs.
 HEAVY_WINDOWS = 256
 
@@ -283,6 +292,7 @@ class EttinReranker:
         documents_per_query: Sequence[Sequence[str]],
         *,
         show_progress_bar: bool | None = None,
+        max_document_tokens: int | None = None,
     ) -> list[ScoreDetails]:
         """:meth:`score_details` for many queries at once, in one batched pass over all pairs.
 
@@ -290,6 +300,8 @@ class EttinReranker:
             queries: The queries.
             documents_per_query: One list of documents per query.
             show_progress_bar: ``None`` shows a bar only for long work (over 1000 documents).
+            max_document_tokens: Cut every document to this many tokens first (Cohere's
+                ``max_tokens_per_doc``); cut documents are reported as truncated.
 
         Returns:
             One :class:`ScoreDetails` per query, in query order.
@@ -299,9 +311,10 @@ class EttinReranker:
             [d.scores for d in reranker.score_many(["q1", "q2"], [["a", "b"], ["c"]])]
         """
         checked_queries, checked_docs = check_many(queries, documents_per_query)
+        cap = check_positive("max_document_tokens", max_document_tokens)
         if show_progress_bar is None:
             show_progress_bar = sum(len(d) for d in checked_docs) > 1000
-        return self._score(checked_queries, checked_docs, show_progress_bar)
+        return self._score(checked_queries, checked_docs, show_progress_bar, cap)
 
     async def ascore(self, query: str, documents: Sequence[str]) -> list[float]:
         """:meth:`score` without blocking the event loop; cancelling the task drops work not yet started.
@@ -338,7 +351,11 @@ class EttinReranker:
         return ranked(await self.ascore_details(query, documents), top_n, score_threshold)
 
     async def ascore_many(
-        self, queries: Sequence[str], documents_per_query: Sequence[Sequence[str]]
+        self,
+        queries: Sequence[str],
+        documents_per_query: Sequence[Sequence[str]],
+        *,
+        max_document_tokens: int | None = None,
     ) -> list[ScoreDetails]:
         """:meth:`score_many` without blocking the event loop.
 
@@ -346,7 +363,8 @@ class EttinReranker:
 
             per_query = await reranker.ascore_many(["q1", "q2"], [docs1, docs2])
         """
-        return await self._ascore(*check_many(queries, documents_per_query))
+        cap = check_positive("max_document_tokens", max_document_tokens)
+        return await self._ascore(*check_many(queries, documents_per_query), cap)
 
     async def arank_many(
         self,
@@ -367,42 +385,48 @@ class EttinReranker:
 
     # ----------------------------------------------------------------- orchestration
     def _score(
-        self, queries: list[str], documents_per_query: list[list[str]], show_progress_bar: bool
+        self, queries: list[str], documents_per_query: list[list[str]], show_progress_bar: bool, cap: int | None = None
     ) -> list[ScoreDetails]:
         """Validated input -> details; through the micro-batcher unless a progress bar is wanted."""
+        caps: list[int | None] = [cap] * len(queries)
         if show_progress_bar or not self._config.micro_batching:
-            return self._score_many(queries, documents_per_query, show_progress_bar)
-        return self._batcher.submit((queries, documents_per_query), sum(len(d) for d in documents_per_query))
+            return self._score_many(queries, documents_per_query, show_progress_bar, caps)
+        return self._batcher.submit((queries, documents_per_query, caps), sum(len(d) for d in documents_per_query))
 
-    async def _ascore(self, queries: list[str], documents_per_query: list[list[str]]) -> list[ScoreDetails]:
+    async def _ascore(
+        self, queries: list[str], documents_per_query: list[list[str]], cap: int | None = None
+    ) -> list[ScoreDetails]:
+        caps: list[int | None] = [cap] * len(queries)
         if not self._config.micro_batching:
-            return await asyncio.to_thread(self._score_many, queries, documents_per_query, False)
-        job = self._batcher.enqueue((queries, documents_per_query), sum(len(d) for d in documents_per_query))
-        waiting = asyncio.ensure_future(asyncio.to_thread(self._batcher.wait, job))
-        try:
-            return await asyncio.shield(waiting)
-        except asyncio.CancelledError:
-            # Not started yet: dropped. Leading (or merged into) a pass: the thread finishes that pass
-            # for the others, and this caller's result is simply not awaited.
-            self._batcher.cancel(job)
-            waiting.add_done_callback(lambda done: done.cancelled() or done.exception())
-            raise
+            return await asyncio.to_thread(self._score_many, queries, documents_per_query, False, caps)
+        # Waiting costs no thread; a cancelled caller whose pass has not started is dropped.
+        return await self._batcher.submit_async(
+            (queries, documents_per_query, caps), sum(len(d) for d in documents_per_query)
+        )
 
-    def _score_merged(self, payloads: Sequence[tuple[list[str], list[list[str]]]]) -> list[list[ScoreDetails]]:
+    def _score_merged(self, payloads: Sequence[Payload]) -> list[list[ScoreDetails]]:
         """One pass over several callers' requests; each gets back its own slice."""
         if len(payloads) == 1:
-            return [self._score_many(*payloads[0], False)]
-        queries = [q for qs, _ in payloads for q in qs]
-        documents = [d for _, ds in payloads for d in ds]
-        merged = self._score_many(queries, documents, False)
+            queries, documents, caps = payloads[0]
+            return [self._score_many(queries, documents, False, caps)]
+        merged = self._score_many(
+            [q for qs, _, _ in payloads for q in qs],
+            [d for _, ds, _ in payloads for d in ds],
+            False,
+            [c for _, _, cs in payloads for c in cs],
+        )
         out, start = [], 0
-        for qs, _ in payloads:
+        for qs, _, _ in payloads:
             out.append(merged[start : start + len(qs)])
             start += len(qs)
         return out
 
     def _score_many(
-        self, queries: list[str], documents_per_query: list[list[str]], show_progress_bar: bool
+        self,
+        queries: list[str],
+        documents_per_query: list[list[str]],
+        show_progress_bar: bool,
+        caps: list[int | None] | None = None,
     ) -> list[ScoreDetails]:
         flat_docs = [doc for docs in documents_per_query for doc in docs]
         if not flat_docs:
@@ -412,15 +436,19 @@ class EttinReranker:
         limit = self._pairs.text_budget if self._config.long_documents == "truncate" else None
         query_ids = self._pairs.encode_documents(queries, self._pairs.text_budget)
 
+        windows: list[list[float]] = [[] for _ in flat_docs]
+        truncated = [False] * len(flat_docs)
+
         def prepare(start: int, end: int) -> list[Unit]:
             doc_ids = self._pairs.encode_documents(flat_docs[start:end], limit)
             units: list[Unit] = []
             for offset, ids in enumerate(doc_ids):
-                units.extend(self._windows.units(query_ids[owner[start + offset]], ids, start + offset))
+                doc = start + offset
+                cap = caps[owner[doc]] if caps else None
+                if cap is not None and len(ids) > cap:
+                    ids, truncated[doc] = ids[:cap], True
+                units.extend(self._windows.units(query_ids[owner[doc]], ids, doc))
             return units
-
-        windows: list[list[float]] = [[] for _ in flat_docs]
-        truncated = [False] * len(flat_docs)
 
         def score_units(units: list[Unit]) -> None:
             for unit, s in zip(units, self._forward([u.pair for u in units])):

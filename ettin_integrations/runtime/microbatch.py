@@ -9,6 +9,7 @@ happens before a request is queued, so one caller's bad input never fails anothe
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
@@ -33,11 +34,24 @@ class Job(Generic[R]):
     result: R | None = None
     error: BaseException | None = None
     lead: bool = False
+    started: bool = False
     cancelled: bool = False
+    #: Called (from any thread) whenever the job finishes or is promoted to lead a pass.
+    on_signal: Callable[[], None] | None = None
+
+    def signal(self) -> None:
+        self.event.set()
+        if self.on_signal is not None:
+            self.on_signal()
 
     def finish(self, result: R | None = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
-        self.event.set()
+        self.signal()
+
+    def outcome(self) -> R:
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
 
 
 @dataclass
@@ -95,8 +109,9 @@ class MicroBatcher(Generic[R]):
         """Run ``payload`` (alone or merged with others) and return its result; blocks until done."""
         return self.wait(self.enqueue(payload, size))
 
-    def enqueue(self, payload: Any, size: int) -> Job[R]:
-        job: Job[R] = Job(payload, size)
+    def enqueue(self, payload: Any, size: int, on_signal: Callable[[], None] | None = None) -> Job[R]:
+        """Queue a request (or make it the leader when the model is idle); see :meth:`wait`."""
+        job: Job[R] = Job(payload, size, on_signal=on_signal)
         with self._lock:
             if self._busy:
                 self._pending.append(job)
@@ -107,17 +122,40 @@ class MicroBatcher(Generic[R]):
 
     def wait(self, job: Job[R]) -> R:
         """Block until ``job`` is done, leading passes when its turn comes."""
-        while not job.lead:
+        if not job.lead:
             job.event.wait()
+        if job.lead:
+            self._lead(job)
+        return job.outcome()
+
+    async def submit_async(self, payload: Any, size: int) -> R:
+        """:meth:`submit` for asyncio: waiting costs no thread, only a pass being led runs in one.
+
+        Cancelling the awaiting task drops the request if its pass has not started.
+        """
+        loop = asyncio.get_running_loop()
+        signalled = loop.create_future()
+
+        def wake() -> None:
+            def resolve() -> None:
+                if not signalled.done():
+                    signalled.set_result(None)
+
+            loop.call_soon_threadsafe(resolve)
+
+        job = self.enqueue(payload, size, on_signal=wake)
+        try:
             if not job.lead:
-                if job.error is not None:
-                    raise job.error
-                return job.result  # type: ignore[return-value]
-            job.event.clear()
-        self._lead(job)
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[return-value]
+                await signalled
+        except asyncio.CancelledError:
+            if not self.cancel(job) and job.lead and not job.started:
+                # Promoted just as it was cancelled: others are queued behind it, so lead anyway.
+                threading.Thread(target=self._lead, args=(job,), daemon=True).start()
+            raise
+        if job.lead:
+            # Shielded: if this task is cancelled mid-pass, the thread still finishes it for the others.
+            await asyncio.shield(asyncio.to_thread(self._lead, job))
+        return job.outcome()
 
     def cancel(self, job: Job[R]) -> bool:
         """Drop ``job`` if it has not started; returns whether it was dropped."""
@@ -131,6 +169,7 @@ class MicroBatcher(Generic[R]):
         return False
 
     def _lead(self, job: Job[R]) -> None:
+        job.started = True
         if self._wait > 0:
             time.sleep(self._wait)
         with self._lock:
@@ -163,7 +202,7 @@ class MicroBatcher(Generic[R]):
                 if self._pending:
                     successor = self._pending.pop(0)
                     successor.lead = True
-                    successor.event.set()
+                    successor.signal()
                 else:
                     self._busy = False
             if self.on_pass is not None:

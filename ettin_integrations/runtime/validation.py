@@ -91,3 +91,12 @@ def check_many(queries: Any, documents_per_query: Any) -> tuple[list[str], list[
     checked_queries = [check_query(q, f"queries[{i}]") for i, q in enumerate(queries)]
     checked_docs = [check_documents(d, f"documents_per_query[{i}]") for i, d in enumerate(documents_per_query)]
     return checked_queries, checked_docs
+
+
+def check_positive(name: str, value: Any) -> int | None:
+    """``value`` as a positive int, or None; anything else is refused naming ``name``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
+    return value
