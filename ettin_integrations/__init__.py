@@ -17,6 +17,7 @@ _EXPORTS = {
     "EngineConfig": "config",
     "EttinReranker": "engine",
     "ModelLoadError": "runtime.loading",
+    "RemoteReranker": "remote",
     "RankResult": "results",
     "ScoreDetails": "results",
     "clear_cache": "registry",
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from .config import DEFAULT_MODEL, EngineConfig  # noqa: F401
     from .engine import EttinReranker  # noqa: F401
     from .registry import clear_cache, get_reranker  # noqa: F401
+    from .remote import RemoteReranker  # noqa: F401
     from .results import RankResult, ScoreDetails  # noqa: F401
     from .runtime.loading import ModelLoadError  # noqa: F401
 

@@ -20,11 +20,14 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
+from pydantic import BaseModel
+
 from . import __version__
 from .config import EngineFields, cli_options
+from .serving.settings import ServeSettings
 
 EXIT_USAGE = 2
-COMMANDS = ("rank", "eval", "bench")
+COMMANDS = ("rank", "eval", "bench", "serve")
 
 
 class CliError(Exception):
@@ -36,10 +39,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _engine_args(parser: argparse.ArgumentParser) -> None:
-    """One flag per engine option, derived from the option declarations (``config.py``)."""
-    group = parser.add_argument_group("engine options")
-    for name, kind, default, help_text, choices in cli_options():
+def _engine_args(
+    parser: argparse.ArgumentParser, model: type[BaseModel] = EngineFields, title: str = "engine options"
+) -> None:
+    """One flag per option of ``model``, derived from its declarations (``config.py``, ``serving/settings.py``)."""
+    group = parser.add_argument_group(title)
+    for name, kind, default, help_text, choices in cli_options(model):
         flags = [_flag(name)]
         if name == "local_files_only":
             flags.append("--offline")
@@ -62,7 +67,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser = argparse.ArgumentParser(prog="ettin-rerank", description="Rerank documents with Ettin cross-encoders.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _common(parser)
-    commands = parser.add_subparsers(dest="command", metavar="{rank,eval,bench}")
+    commands = parser.add_subparsers(dest="command", metavar="{rank,eval,serve,bench}")
 
     rank = commands.add_parser("rank", help="rerank documents for one query")
     rank.add_argument("query")
@@ -83,6 +88,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     _common(evaluate)
     _engine_args(evaluate)
 
+    serve = commands.add_parser(
+        "serve",
+        help="serve /v2/rerank, /v1/rerank (Cohere) and /rerank (TEI) over HTTP",
+        description="A rerank HTTP service: Cohere- and TEI-shaped routes, cross-request batching, "
+        "/health, /info, /metrics. Binds 127.0.0.1 unless --host says otherwise.",
+    )
+    _common(serve)
+    _engine_args(serve)
+    _engine_args(serve, ServeSettings, "service options")
+
     from .benchmarking.run import build_parser as bench_parser
 
     bench = commands.add_parser(
@@ -92,7 +107,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     )
     bench_parser(bench)
     _common(bench)
-    return parser, {"rank": rank, "eval": evaluate, "bench": bench}
+    return parser, {"rank": rank, "eval": evaluate, "bench": bench, "serve": serve}
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -196,7 +211,7 @@ def _as_flags(message: str) -> str:
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    options = {name: getattr(args, name) for name, *_ in cli_options() if hasattr(args, name)}
+    options = {name: getattr(args, name) for name, *_ in cli_options(EngineFields) if hasattr(args, name)}
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         options["local_files_only"] = True
     return options
@@ -323,6 +338,36 @@ def _eval(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    require({"fastapi": "fastapi", "uvicorn": "uvicorn", "prometheus_client": "prometheus-client"}, "serve")
+    import uvicorn
+
+    from .serving import create_app
+
+    values = {name: getattr(args, name) for name, *_ in cli_options(ServeSettings)}
+    values["api_key"] = values["api_key"] or os.environ.get("ETTIN_API_KEY") or None
+    try:
+        settings = ServeSettings(**values)
+    except ValueError as exc:
+        raise CliError(_as_flags(" ".join(str(exc).split()))) from None
+    reranker = make_reranker(args)  # loaded before the port opens: /health means ready
+    app = create_app(reranker, settings)
+    print(
+        f"Serving {reranker.model_name} on http://{settings.host}:{settings.port} "
+        f"({reranker.device}, {str(reranker.dtype).replace('torch.', '')}, attention={reranker.attention})",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info" if args.verbose else "warning",
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+    )
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .benchmarking.run import run
 
@@ -358,6 +403,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, stdin:
             return _rank(args, out, stdin)
         if args.command == "eval":
             return _eval(args, out)
+        if args.command == "serve":
+            return _serve(args)
         return _bench(args)
     except CliError as exc:
         print(f"ettin-rerank: error: {exc}", file=sys.stderr)

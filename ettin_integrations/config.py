@@ -290,13 +290,13 @@ def options_table() -> str:
     return "\n".join(rows)
 
 
-def cli_options() -> list[tuple[str, Any, Any, str, tuple[str, ...] | None]]:
-    """``(name, python type, default, help, choices)`` for every option a command line can set.
+def cli_options(model: type[BaseModel] = EngineFields) -> list[tuple[str, Any, Any, str, tuple[str, ...] | None]]:
+    """``(name, python type, default, help, choices)`` for every field of ``model`` a command line can set.
 
     Options whose values are not scalars (``model_kwargs``) are left to Python callers.
     """
     out = []
-    for name, field in EngineFields.model_fields.items():
+    for name, field in model.model_fields.items():
         annotation = field.annotation
         args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) is not None else []
         base = annotation

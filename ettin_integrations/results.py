@@ -36,3 +36,20 @@ class ScoreDetails:
     @property
     def num_truncated(self) -> int:
         return sum(self.truncated)
+
+
+def ranked(details: ScoreDetails, top_n: int | None, score_threshold: float | None) -> list[RankResult]:
+    """Results best first: by score, then raw logit (saturated sigmoids tie), then input order; NaN last."""
+    results = [
+        RankResult(index=i, score=s, raw_score=r, truncated=t, windows=w)
+        for i, (s, r, t, w) in enumerate(zip(details.scores, details.raw_scores, details.truncated, details.windows))
+    ]
+
+    def key(r: RankResult) -> tuple[bool, float, float, int]:
+        broken = r.score != r.score  # NaN compares unequal to itself and would scramble the sort
+        return (broken, 0.0 if broken else -r.score, 0.0 if r.raw_score != r.raw_score else -r.raw_score, r.index)
+
+    results.sort(key=key)
+    if score_threshold is not None:
+        results = [r for r in results if r.score >= score_threshold]
+    return results if top_n is None else results[:top_n]
