@@ -50,7 +50,12 @@ def _engine_args(
             flags.append("--offline")
             help_text += " Also set by HF_HUB_OFFLINE=1."
         if kind is bool:
-            group.add_argument(*flags, dest=name, action="store_true", help=help_text)
+            if default:  # on by default: offer --no-NAME to turn it off
+                group.add_argument(
+                    *flags, dest=name, action=argparse.BooleanOptionalAction, default=True, help=help_text
+                )
+            else:
+                group.add_argument(*flags, dest=name, action="store_true", help=help_text)
             continue
         shown = f" (default: {default})" if default is not None else ""
         group.add_argument(

@@ -36,3 +36,55 @@ def test_framework_examples_run_offline(script, tiny_checkpoint, minilm_dir):
     assert lines[0] == "Q: Who wrote Hamlet?"
     scores = [float(line.split()[0]) for line in lines[1:]]
     assert len(scores) == 2 and scores == sorted(scores, reverse=True)
+
+
+def test_serving_clients_example_against_a_running_service(tiny_checkpoint):
+    import signal
+    import socket
+    import time
+
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("cohere")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ettin_integrations.cli", "serve", "--model", tiny_checkpoint, "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        out = _run("serving_clients.py", "--url", f"http://127.0.0.1:{port}")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    lines = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    assert set(lines) >= {"cohere SDK", "langchain-cohere", "llama-index", "RemoteReranker", "EttinRerank (LC)"}
+    # Every client saw the same ranking: the Cohere SDK's top-2 indices are the adapters' top-2 ids.
+    sdk = [int(part.split(",")[0]) for part in lines["cohere SDK"].strip(" []").replace("(", "").split("), ")]
+    assert lines["EttinRerank (LC)"].strip() == str([str(i) for i in sdk])
+
+
+def test_ray_example_in_a_loopback_namespace(tiny_checkpoint):
+    import shutil
+
+    pytest.importorskip("ray")
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed: Ray must not listen beyond the machine")
+    probe = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("cannot create a loopback-only network namespace here")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    done = subprocess.run(
+        ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable,
+         str(EXAMPLES / "ray_scale_out.py"), "--model", tiny_checkpoint],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("Ray Data ") == 3 and done.stdout.count("Ray Serve ") == 3

@@ -38,7 +38,8 @@ pytestmark = pytest.mark.skipif(
 def _in_namespace(script: str, timeout: float = 300) -> dict:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     done = subprocess.run(
-        ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$0" -c "$1"', sys.executable, textwrap.dedent(script)],
+        ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$0" -c "$1"', sys.executable,
+         textwrap.dedent(script)],
         capture_output=True, text=True, timeout=timeout, env=env,
     )  # fmt: skip
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-5000:])
@@ -56,8 +57,10 @@ RAY_DATA = """
     ranked = rerank_dataset(lists, model={path!r}, engine_options=options, top_n=3, batch_size=2).take_all()
     scored = rerank_dataset(pairs, model={path!r}, engine_options=options, batch_size=5).take_all()
     print("RESULT " + json.dumps({{
-        "ranked": [{{"query": r["query"], "scores": list(map(float, r["scores"])), "ranking": list(map(int, r["ranking"]))}}
-                   for r in ranked],
+        "ranked": [
+            {{"query": r["query"], "scores": list(map(float, r["scores"])), "ranking": list(map(int, r["ranking"]))}}
+            for r in ranked
+        ],
         "scored": [{{"query": r["query"], "document": r["document"], "score": float(r["score"])}} for r in scored],
     }}))
     ray.shutdown()
@@ -92,7 +95,10 @@ RAY_SERVE = """
 
     async def calls():
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
-            tei = [client.post("/rerank", json={{"query": f"q {{i}}", "texts": {docs!r}, "raw_scores": True}}) for i in range(8)]
+            tei = [
+                client.post("/rerank", json={{"query": f"q {{i}}", "texts": {docs!r}, "raw_scores": True}})
+                for i in range(8)
+            ]
             cohere = client.post("/v2/rerank", json={{"query": {query!r}, "documents": {docs!r}, "top_n": 3}})
             responses = await asyncio.gather(*tei, cohere)
             info = (await client.get("/info")).json()
