@@ -133,6 +133,11 @@ class EngineFields(BaseModel):
         default=256,
         description="When a pair is too long the document is cut first; the query keeps at least this many tokens.",
     )
+    token_cache_tokens: NonNegativeInt | None = Field(
+        default=None,
+        description="Document tokens kept in an LRU cache keyed by text (0: off; None: 1,000,000 on CUDA, "
+        "where tokenizing is most of a query's time, off on CPU, where it is not).",
+    )
     micro_batching: bool = Field(
         default=True,
         description="Merge requests from concurrent threads or tasks that arrive while the model is busy "

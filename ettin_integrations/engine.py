@@ -19,6 +19,8 @@ from .runtime.loading import LoadedModel, get_loaded_model
 from .runtime.microbatch import MicroBatcher
 from .runtime.normalization import normalize_score
 from .runtime.placement import default_batch_tokens
+from .runtime.timings import StageTimes
+from .runtime.token_cache import TokenCache
 from .runtime.tokenization import PairTokenizer
 from .runtime.validation import (
     check_documents,
@@ -34,6 +36,8 @@ __all__ = ["DEFAULT_MODEL", "EttinReranker"]
 
 logger = logging.getLogger("ettin_integrations")
 
+#: Token cache size when ``token_cache_tokens`` is None on CUDA (about 4 MB of ids, plus the texts' keys).
+DEFAULT_CUDA_CACHE_TOKENS = 1_000_000
 #: Documents tokenized per wave: while the model scores one wave, a worker thread tokenizes the next.
 WAVE_DOCUMENTS = 2048
 #: One caller's request as the micro-batcher carries it: queries, their documents, per-query token caps.
@@ -87,12 +91,16 @@ class EttinReranker:
         self._loaded: LoadedModel = get_loaded_model(self._config)
         cfg = self._config
         self._max_length = min(cfg.max_length, self._loaded.max_length) if cfg.max_length else self._loaded.max_length
+        cache_tokens = cfg.token_cache_tokens
+        if cache_tokens is None:
+            cache_tokens = DEFAULT_CUDA_CACHE_TOKENS if self._loaded.device.type == "cuda" else 0
         self._pairs = PairTokenizer(
             self._loaded.tokenizer,
             self._max_length,
             cfg.keep_query_tokens,
             lowercase=self._loaded.lowercase,
             special_tokens_as_text=cfg.special_tokens_as_text,
+            cache=TokenCache(cache_tokens) if cache_tokens else None,
         )
         largest_window = min(cfg.chunk_tokens or self._pairs.text_budget, self._pairs.text_budget - 1)
         if cfg.long_documents == "chunk" and cfg.chunk_overlap is not None and cfg.chunk_overlap >= largest_window:
@@ -101,7 +109,9 @@ class EttinReranker:
                 f"max_length={self._max_length}), or consecutive windows would repeat each other."
             )
         self._windows = DocumentWindows(self._pairs, cfg.long_documents == "chunk", cfg.chunk_tokens, cfg.chunk_overlap)
-        self._forward = BatchedForward(self._loaded, cfg.batch_tokens or default_batch_tokens(self._loaded.device))
+        self._timings = StageTimes()
+        budget = cfg.batch_tokens or default_batch_tokens(self._loaded.device)
+        self._forward = BatchedForward(self._loaded, budget, self._timings)
         self._batcher: MicroBatcher[list[ScoreDetails]] = MicroBatcher(self._score_merged, wait_ms=cfg.batch_wait_ms)
 
     @classmethod
@@ -169,6 +179,16 @@ class EttinReranker:
     @property
     def long_documents(self) -> str:
         return self._config.long_documents
+
+    @property
+    def timings(self) -> StageTimes:
+        """Cumulative seconds in tokenize / pack (+copy) / forward / wait; diff two ``snapshot()`` calls."""
+        return self._timings
+
+    @property
+    def token_cache(self) -> TokenCache | None:
+        """The document-token cache (``token_cache.stats``: hits, misses, tokens), or None when off."""
+        return self._pairs.cache
 
     @property
     def batching(self) -> MicroBatcher[list[ScoreDetails]]:
@@ -434,21 +454,23 @@ class EttinReranker:
         owner = [q for q, docs in enumerate(documents_per_query) for _ in docs]
         # Nothing past the window can reach the model in truncate mode: tokenize only that much.
         limit = self._pairs.text_budget if self._config.long_documents == "truncate" else None
-        query_ids = self._pairs.encode_documents(queries, self._pairs.text_budget)
+        with self._timings.stage("tokenize"):
+            query_ids = self._pairs.encode_documents(queries, self._pairs.text_budget)
 
         windows: list[list[float]] = [[] for _ in flat_docs]
         truncated = [False] * len(flat_docs)
 
         def prepare(start: int, end: int) -> list[Unit]:
-            doc_ids = self._pairs.encode_documents(flat_docs[start:end], limit)
-            units: list[Unit] = []
-            for offset, ids in enumerate(doc_ids):
-                doc = start + offset
-                cap = caps[owner[doc]] if caps else None
-                if cap is not None and len(ids) > cap:
-                    ids, truncated[doc] = ids[:cap], True
-                units.extend(self._windows.units(query_ids[owner[doc]], ids, doc))
-            return units
+            with self._timings.stage("tokenize"):
+                doc_ids = self._pairs.encode_documents(flat_docs[start:end], limit)
+                units: list[Unit] = []
+                for offset, ids in enumerate(doc_ids):
+                    doc = start + offset
+                    cap = caps[owner[doc]] if caps else None
+                    if cap is not None and len(ids) > cap:
+                        ids, truncated[doc] = ids[:cap], True
+                    units.extend(self._windows.units(query_ids[owner[doc]], ids, doc))
+                return units
 
         def score_units(units: list[Unit]) -> None:
             for unit, s in zip(units, self._forward([u.pair for u in units])):

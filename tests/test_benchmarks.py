@@ -30,7 +30,7 @@ def test_harness_through_the_cli_outside_the_repository(tmp_path, tiny_checkpoin
     code = cli_main(
         [
             "bench", "--sizes", "tiny", "--queries", "2", "--k", "4", "--repeats", "1",
-            "--variants", "predict", "ours", "ours_langchain",
+            "--variants", "predict", "ours", "ours_langchain", "--contention", "ours_t1",
             "--out", str(out_dir), "--cache", str(Path(tiny_checkpoint).parent),
         ],
         out=io.StringIO(),
@@ -38,10 +38,16 @@ def test_harness_through_the_cli_outside_the_repository(tmp_path, tiny_checkpoin
     assert code == 0
     report = json.loads((out_dir / "results.json").read_text())
     rows = {r["variant"]: r for r in report["sizes"]["tiny"]}
-    assert set(rows) == {"predict", "ours", "ours_langchain"}
+    assert set(rows) == {"predict", "ours", "ours_langchain", "ours_t1 x2 workers"}
+    assert rows["ours_t1 x2 workers"]["pairs_per_second"] > 0
     for name in ("predict", "ours", "ours_langchain"):
         assert rows[name]["pairs_per_second"] > 0 and rows[name]["p95_ms"] >= rows[name]["p50_ms"]
+        assert rows[name]["pairs_per_second_warm"] > 0  # cold and warm are always both reported
         assert rows[name]["max_abs_diff"] < 1e-3 and rows[name]["min_kendall_tau"] > 0.99
+    # Our variants break a query down by stage; the anchor has no such counters.
+    assert set(rows["ours"]["breakdown_ms"]) == {"tokenize", "pack", "forward", "wait"}
+    assert rows["ours"]["breakdown_ms"]["forward"] > 0 and rows["predict"]["breakdown_ms"] is None
+    assert report["environment"]["tokenizers_parallelism"]
     # The anchor's scores are CrossEncoder.predict's, computed here independently of the harness.
     workload = make_workload(2, 4, seed=0)
     reference = CrossEncoder(str(Path(tiny_checkpoint)), device="cpu")

@@ -69,3 +69,59 @@ def test_truncated_pair_layout_and_types():
     assert encoded.input_ids[0] == 1 and encoded.input_ids[-1] == 2
     assert encoded.input_ids[1:3] == q[:2] and encoded.input_ids[3] == 2 and encoded.input_ids[4:8] == d[:4]
     assert encoded.token_type_ids == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+
+
+def test_cut_documents_at_ordinary_lengths_equal_whole_tokenization(tiny_checkpoint):
+    """The cut pays on ordinary workloads too (the long tail of NQ-like passages), with identical ids."""
+    from ettin_integrations import EttinReranker
+    from ettin_integrations.benchmarking.workload import make_workload
+
+    pairs = EttinReranker(tiny_checkpoint, device="cpu", max_length=128)._pairs
+    limit = pairs.text_budget
+    texts = [d for docs in make_workload(4, 50, seed=2).candidates for d in docs]
+    cut = pairs.encode_documents(texts, limit)
+    whole = pairs.encode_texts(texts)
+    assert sum(len(t) > limit * 8 for t in texts) > 10  # the cut path was really taken
+    for c, w in zip(cut, whole):
+        assert list(c)[: limit + 1] == list(w)[: limit + 1]
+        assert len(c) == len(w) or len(c) == limit + 1  # whole, or cut with one id to say "longer"
+
+
+def test_token_cache_hits_are_identical_and_bounded(tiny_checkpoint):
+    from ettin_integrations import EttinReranker
+    from ettin_integrations.runtime.token_cache import TokenCache
+
+    cached = EttinReranker(tiny_checkpoint, device="cpu", token_cache_tokens=2000)
+    plain = EttinReranker(tiny_checkpoint, device="cpu", token_cache_tokens=0)
+    assert plain.token_cache is None and cached.token_cache is not None
+    docs = [f"passage {i} about the city by the river" for i in range(30)]
+    first = cached.score("where is the city", docs)
+    second = cached.score("where is the city", docs)
+    assert first == second == plain.score("where is the city", docs)
+    stats = cached.token_cache.stats
+    assert stats.hits >= len(docs) and stats.tokens <= 2000
+    lru = TokenCache(8)
+    for name in "abcd":
+        lru.put(name, None, [1, 2])
+    assert lru.get("a", None) == [1, 2]  # now the most recently used
+    lru.put("e", None, [3, 4])  # over budget: the least recently used ("b") goes
+    assert lru.get("b", None) is None and lru.get("a", None) == [1, 2] and lru.stats.tokens <= 8
+    lru.put("huge", None, [1, 2, 3])  # more than a quarter of the budget: never cached
+    assert lru.get("huge", None) is None
+
+
+def test_token_cache_defaults_off_on_cpu(tiny_checkpoint):
+    from ettin_integrations import EttinReranker
+
+    assert EttinReranker(tiny_checkpoint, device="cpu").token_cache is None
+
+
+def test_stage_timings_are_reported(tiny_checkpoint):
+    from ettin_integrations import EttinReranker
+
+    engine = EttinReranker(tiny_checkpoint, device="cpu")
+    before = engine.timings.snapshot()
+    engine.score("where is the city", ["a passage"] * 20)
+    after = engine.timings.snapshot()
+    assert set(after) == {"tokenize", "pack", "forward", "wait"}
+    assert all(after[s] > before[s] for s in ("tokenize", "pack", "forward"))

@@ -20,6 +20,10 @@ from .workload import add_workload_args, make_workload
 def measure(
     variant: str, checkpoint: str, device: str, max_length: int | None, queries: int, k: int, repeats: int, seed: int
 ) -> dict:
+    """Cold passes (every passage new to the process) and warm passes (the same passages again), separately.
+
+    Warm numbers alone would flatter anything that caches; the harness always reports both.
+    """
     import torch
 
     workload = make_workload(queries, k, seed)
@@ -28,46 +32,68 @@ def measure(
     except Unavailable as exc:
         return {"variant": variant, "unavailable": str(exc)}
     cuda = device.startswith("cuda")
+    engine = getattr(score, "engine", None)
 
     def sync() -> None:
         if cuda:
             torch.cuda.synchronize()
 
-    # Warm-up pass: kernels, allocator, caches. Not timed.
-    for query, docs in zip(workload.queries, workload.candidates):
-        score(query, docs)
+    def timed_pass(load, latencies: list[float], keep: list[list[float]] | None) -> float:
+        started_pass = time.perf_counter()
+        for query, docs in zip(load.queries, load.candidates):
+            started = time.perf_counter()
+            result = score(query, docs)
+            sync()
+            latencies.append((time.perf_counter() - started) * 1000)
+            if keep is not None:
+                keep.append([float(s) for s in result])
+        return time.perf_counter() - started_pass
+
+    # Warm-up on passages no timed pass uses: kernels, allocator, thread pools. Not timed.
+    timed_pass(make_workload(queries, k, seed + 10_000), [], None)
     sync()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
 
-    pass_seconds: list[float] = []
-    latencies_ms: list[float] = []
+    # Cold: each pass sees passages new to this process.
+    before = engine.timings.snapshot() if engine is not None else None
+    cold_seconds: list[float] = []
+    cold_latencies: list[float] = []
+    for run in range(repeats):
+        load = workload if run == 0 else make_workload(queries, k, seed + 1 + run)
+        cold_seconds.append(timed_pass(load, cold_latencies, None))
+    breakdown = None
+    if engine is not None and before is not None:
+        after = engine.timings.snapshot()
+        calls = queries * repeats
+        breakdown = {stage: (after[stage] - before[stage]) * 1000 / calls for stage in after}
+    # Warm: the reference workload again (its first pass above was cold), scores kept for comparison.
+    warm_seconds: list[float] = []
+    warm_latencies: list[float] = []
     scores: list[list[float]] = []
     for run in range(repeats):
-        started_pass = time.perf_counter()
-        for query, docs in zip(workload.queries, workload.candidates):
-            started = time.perf_counter()
-            result = score(query, docs)
-            sync()
-            latencies_ms.append((time.perf_counter() - started) * 1000)
-            if run == 0:
-                scores.append([float(s) for s in result])
-        pass_seconds.append(time.perf_counter() - started_pass)
+        warm_seconds.append(timed_pass(workload, warm_latencies, scores if run == 0 else None))
 
     peak_mb = (
         torch.cuda.max_memory_allocated() / 2**20
         if cuda
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     )
+    cache = getattr(engine, "token_cache", None) if engine is not None else None
     return {
         "variant": variant,
         "pairs": workload.num_pairs,
-        "pairs_per_second": [workload.num_pairs / s for s in pass_seconds],
-        "latencies_ms": latencies_ms,
+        "pairs_per_second": [workload.num_pairs / s for s in cold_seconds],
+        "pairs_per_second_warm": [workload.num_pairs / s for s in warm_seconds],
+        "latencies_ms": cold_latencies,
+        "latencies_ms_warm": warm_latencies,
+        "breakdown_ms": breakdown,
+        "token_cache": None if cache is None else vars(cache.stats),
         "peak_memory_mb": peak_mb,
         "memory_kind": "cuda max_memory_allocated" if cuda else "process peak RSS",
         "scores": scores,
         "torch_threads": torch.get_num_threads(),
+        "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "unset (parallel)"),
     }
 
 

@@ -43,16 +43,40 @@ def _child(module: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]
 
     Its stdout is one JSON object.
     """
+    return _children(module, args, 1, *extra)[0]
+
+
+def _children(module: str, args: argparse.Namespace, count: int, *extra: str) -> list[dict[str, Any]]:
+    """``count`` copies at once (to measure workers competing for the same cores), each a JSON object."""
     command = [sys.executable, "-m", f"{__package__}.{module}", *extra, *workload_argv(args)]
-    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
-    return json.loads(done.stdout)
+    # Variants run as users run them: TOKENIZERS_PARALLELISM is left as the caller set it (and recorded).
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+    running = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+               for _ in range(count)]  # fmt: skip
+    results = []
+    for process in running:
+        out, err = process.communicate()
+        results.append(
+            json.loads(out) if process.returncode == 0 else {"error": err.strip().splitlines()[-1:] or ["failed"]}
+        )
+    return results
 
 
-def _run_variant(variant: str, checkpoint: str, args: argparse.Namespace) -> dict[str, Any]:
-    return {"variant": variant, **_child("measure", args, "--variant", variant, "--checkpoint", checkpoint)}
+def _run_variant(variant: str, checkpoint: str, args: argparse.Namespace, workers: int = 1) -> dict[str, Any]:
+    results = _children("measure", args, workers, "--variant", variant, "--checkpoint", checkpoint)
+    if workers == 1 or any("pairs_per_second" not in r for r in results):
+        return {"variant": variant, **results[0]}
+    # Several workers on the same cores: each one's throughput, and what they achieve together.
+    merged = {**results[0], "variant": f"{variant} x{workers} workers"}
+    merged["pairs_per_second"] = [
+        sum(r["pairs_per_second"][i] for r in results) for i in range(len(results[0]["pairs_per_second"]))
+    ]
+    merged["pairs_per_second_warm"] = [
+        sum(r["pairs_per_second_warm"][i] for r in results) for i in range(len(results[0]["pairs_per_second_warm"]))
+    ]
+    merged["latencies_ms"] = [x for r in results for x in r["latencies_ms"]]
+    merged["latencies_ms_warm"] = [x for r in results for x in r["latencies_ms_warm"]]
+    return merged
 
 
 def _run_overhead(checkpoint: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -73,9 +97,12 @@ def summarize(result: dict[str, Any], reference: dict[str, Any] | None) -> dict[
     summary = {
         "variant": result["variant"],
         "pairs_per_second": statistics.median(result["pairs_per_second"]),
+        "pairs_per_second_warm": statistics.median(result.get("pairs_per_second_warm") or result["pairs_per_second"]),
         "p50_ms": statistics.median(latencies),
         "p95_ms": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
+        "p50_ms_warm": statistics.median(result.get("latencies_ms_warm") or latencies),
         "peak_memory_mb": result["peak_memory_mb"],
+        "breakdown_ms": result.get("breakdown_ms"),
     }
     if reference is not None and "scores" in reference:
         diffs = [abs(x - y) for q, r in zip(result["scores"], reference["scores"]) for x, y in zip(q, r)]
@@ -103,6 +130,9 @@ def _environment(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "versions": {n: v(n) for n in ("torch", "transformers", "sentence-transformers", "ettin-integrations")},
         "k": args.k,
+        "tokenizers_parallelism": os.environ.get(
+            "TOKENIZERS_PARALLELISM", "unset (the Rust tokenizer runs in parallel)"
+        ),
         "command": " ".join(["ettin-rerank", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else " ".join(sys.argv),
         "workload": f"{args.queries} queries x {args.k} candidates (NQ-like lengths), seed {args.seed}, "
         f"{args.repeats} timed passes after a warm-up, max_length {args.max_length or 'model default (7999)'}",
@@ -115,7 +145,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"Machine: {env['machine']}; device: {env['device']}; CPU kernels: {env['cpu_capability']}",
         f"Date: {env['date']}; versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
         f"Command: `{env['command']}`",
-        f"Workload: {env['workload']}",
+        f"Workload: {env['workload']}; TOKENIZERS_PARALLELISM: {env.get('tokenizers_parallelism', '-')}",
+        "Cold: every timed pass sees passages new to the process; warm: the same passages again. "
+        "Stage times can overlap (the next wave tokenizes while one runs).",
         "",
     ]
     for size, rows in report["sizes"].items():
@@ -123,19 +155,23 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += [
             f"#### {size}",
             "",
-            "| variant | pairs/s | vs predict | top-K p50 ms | p95 ms | peak MB | max abs diff "
-            "| min / mean Kendall tau |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| variant | pairs/s cold | vs predict | pairs/s warm | top-K p50 ms cold / warm | p95 ms | peak MB "
+            "| ms per query: tokenize / pack / forward / wait | max abs diff | min / mean Kendall tau |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
         ]
         for r in rows:
             if "pairs_per_second" not in r:
-                lines.append(f"| {r['variant']} | {r.get('unavailable') or r.get('error')} | | | | | | |")
+                lines.append(f"| {r['variant']} | {r.get('unavailable') or r.get('error')} | | | | | | | | |")
                 continue
             ratio = r["pairs_per_second"] / ref["pairs_per_second"] if ref else float("nan")
+            stages = r.get("breakdown_ms")
+            breakdown = (
+                " / ".join(f"{stages[s]:.1f}" for s in ("tokenize", "pack", "forward", "wait")) if stages else "-"
+            )
             lines.append(
-                f"| {r['variant']} | {r['pairs_per_second']:.1f} | {ratio:.2f}x | {r['p50_ms']:.0f} "
-                f"| {r['p95_ms']:.0f} "
-                f"| {r['peak_memory_mb']:.0f} | {r.get('max_abs_diff', float('nan')):.2e} "
+                f"| {r['variant']} | {r['pairs_per_second']:.1f} | {ratio:.2f}x | {r['pairs_per_second_warm']:.1f} "
+                f"| {r['p50_ms']:.0f} / {r['p50_ms_warm']:.0f} | {r['p95_ms']:.0f} | {r['peak_memory_mb']:.0f} "
+                f"| {breakdown} | {r.get('max_abs_diff', float('nan')):.2e} "
                 f"| {r.get('min_kendall_tau', float('nan')):.4f} / {r.get('mean_kendall_tau', float('nan')):.4f} |"
             )
         lines.append("")
@@ -191,6 +227,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--out", default="ettin-bench-out", help="folder for results.json and results.md")
     parser.add_argument("--cache", default=str(default_cache()), help="where built checkpoints are kept")
     parser.add_argument("--no-overhead", action="store_true", help="skip the in-process adapter overhead check")
+    parser.add_argument(
+        "--contention",
+        nargs="*",
+        default=[],
+        type=_variant,
+        metavar="VARIANT",
+        help="also run these variants as two workers at once on the same cores (pairs/s summed)",
+    )
     return parser
 
 
@@ -210,6 +254,9 @@ def run(args: argparse.Namespace) -> int:
         for variant in variants:
             print(f"[{size}] {variant} ...", file=sys.stderr, flush=True)
             raw.append(_run_variant(variant, checkpoint, args))
+        for variant in args.contention:
+            print(f"[{size}] {variant} x2 workers on the same cores ...", file=sys.stderr, flush=True)
+            raw.append(_run_variant(variant, checkpoint, args, workers=2))
         reference = raw[0] if "scores" in raw[0] else None
         report["sizes"][size] = [summarize(r, reference) for r in raw]
         report["raw"][size] = raw

@@ -32,11 +32,13 @@ DEFAULT_VARIANTS = [
 
 #: Every name make_scorer understands (N: a number).
 VARIANT_PATTERN = re.compile(
-    r"predict(?:_(?:bf16|fp16))?(?:_bs\d+)?|ours(?:_(?:langchain|llamaindex|bf16|fp16))?(?:_bt\d+)?|llamaindex_st|langchain_hf"
+    r"predict(?:_(?:bf16|fp16))?(?:_bs\d+)?"
+    r"|ours(?:_(?:langchain|llamaindex|bf16|fp16))?(?:_bt\d+)?(?:_cache)?(?:_t\d+)?|llamaindex_st|langchain_hf"
 )
 VARIANT_HELP = (
     "predict, predict_bsN, predict_bf16[_bsN], predict_fp16[_bsN], llamaindex_st, langchain_hf, "
-    "ours, ours_langchain, ours_llamaindex, ours_bf16, ours_fp16, ours_btN, ours_bf16_btN"
+    "ours, ours_langchain, ours_llamaindex, ours_bf16, ours_fp16, ours_btN, ours_bf16_btN, and a suffix "
+    "_cache (document-token cache on) or _tN (N torch threads) on any ours variant"
 )
 
 
@@ -63,11 +65,15 @@ def make_scorer(name: str, checkpoint: str, device: str, max_length: int | None)
 
         return predict
 
-    match = re.fullmatch(r"ours(?:_(langchain|llamaindex|bf16|fp16))?(?:_bt(\d+))?", name)
+    match = re.fullmatch(r"ours(?:_(langchain|llamaindex|bf16|fp16))?(?:_bt(\d+))?(_cache)?(?:_t(\d+))?", name)
     if match:
         options: dict[str, Any] = {"device": device, "max_length": max_length}
         if match.group(2):
             options["batch_tokens"] = int(match.group(2))
+        if match.group(3):
+            options["token_cache_tokens"] = 1_000_000
+        if match.group(4):
+            options["num_threads"] = int(match.group(4))
         flavour = match.group(1)
         if flavour in ("bf16", "fp16"):
             options["dtype"] = {"bf16": "bfloat16", "fp16": "float16"}[flavour]
@@ -78,7 +84,12 @@ def make_scorer(name: str, checkpoint: str, device: str, max_length: int | None)
         from ettin_integrations import EttinReranker
 
         engine = EttinReranker(checkpoint, **options)
-        return engine.score
+
+        def ours(query: str, docs: list[str]) -> list[float]:
+            return engine.score(query, docs)
+
+        ours.engine = engine  # type: ignore[attr-defined]  # the harness reads its stage timings
+        return ours
 
     if name == "llamaindex_st":
         return _llamaindex_sentence_transformer(checkpoint, device)
@@ -99,6 +110,7 @@ def _ours_langchain(checkpoint: str, options: dict[str, Any]) -> Scorer:
         by_id = {d.id: d.metadata["relevance_score"] for d in out}
         return [by_id[str(i)] for i in range(len(docs))]
 
+    score.engine = compressor.reranker  # type: ignore[attr-defined]
     return score
 
 
@@ -115,6 +127,7 @@ def _ours_llamaindex(checkpoint: str, options: dict[str, Any]) -> Scorer:
         by_id = {n.node.node_id: float(n.score or 0.0) for n in out}
         return [by_id[str(i)] for i in range(len(docs))]
 
+    score.engine = postprocessor.reranker  # type: ignore[attr-defined]
     return score
 
 

@@ -16,6 +16,7 @@ from . import forking
 from .batching import collate, plan_batches
 from .loading import LoadedModel
 from .placement import PACKED_ATTENTION
+from .timings import StageTimes
 from .tokenization import EncodedPair
 
 logger = logging.getLogger("ettin_integrations")
@@ -29,9 +30,10 @@ class BatchedForward:
         batch_tokens: Token budget per forward pass; halves (and stays halved) after an out-of-memory.
     """
 
-    def __init__(self, loaded: LoadedModel, batch_tokens: int) -> None:
+    def __init__(self, loaded: LoadedModel, batch_tokens: int, timings: StageTimes | None = None) -> None:
         self.loaded = loaded
         self.batch_tokens = batch_tokens
+        self.timings = timings or StageTimes()
         # Packed (unpadded) batches when the attention kernel takes variable-length sequences.
         self.packed = loaded.attention in PACKED_ATTENTION
 
@@ -65,22 +67,24 @@ class BatchedForward:
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
         scores: list[float] = [0.0] * len(pairs)
-        for indices, batch_scores in outputs:
-            for i, s in zip(indices, batch_scores.tolist()):
-                scores[i] = s
+        with self.timings.stage("wait"):  # the one device sync of the call
+            for indices, batch_scores in outputs:
+                for i, s in zip(indices, batch_scores.tolist()):
+                    scores[i] = s
         return scores
 
     def _batch(self, pairs: list[EncodedPair]) -> torch.Tensor:
         """Scores of one batch as a float32 tensor, left on the device."""
         loaded = self.loaded
-        if self.packed:
-            features = pack([p.input_ids for p in pairs], loaded.device)
-        else:
-            types = [p.token_type_ids or [] for p in pairs] if pairs[0].token_type_ids is not None else None
-            features = collate([p.input_ids for p in pairs], loaded.pad_token_id, types)
-            non_blocking = loaded.device.type == "cuda"
-            features = {k: v.to(loaded.device, non_blocking=non_blocking) for k, v in features.items()}
-        with torch.inference_mode():
+        with self.timings.stage("pack"):
+            if self.packed:
+                features = pack([p.input_ids for p in pairs], loaded.device)
+            else:
+                types = [p.token_type_ids or [] for p in pairs] if pairs[0].token_type_ids is not None else None
+                features = collate([p.input_ids for p in pairs], loaded.pad_token_id, types)
+                non_blocking = loaded.device.type == "cuda"
+                features = {k: v.to(loaded.device, non_blocking=non_blocking) for k, v in features.items()}
+        with torch.inference_mode(), self.timings.stage("forward"):
             scores = loaded.cross_encoder(features)["scores"]
             if torch.is_floating_point(scores) and torch.finfo(scores.dtype).bits < 32:
                 scores = scores.float()

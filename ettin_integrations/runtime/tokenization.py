@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .token_cache import TokenCache
+
 #: Characters per token assumed when cutting a document before tokenizing (most tokens are shorter;
 #: if a cut yields too few tokens, the cut doubles, so the guess only affects speed).
 CHARS_PER_TOKEN = 8
@@ -91,6 +93,7 @@ class PairTokenizer:
         keep_query_tokens: int = 256,
         lowercase: bool = False,
         special_tokens_as_text: bool = False,
+        cache: TokenCache | None = None,
     ):
         self.tokenizer = tokenizer
         self.template = learn_template(tokenizer)
@@ -103,6 +106,7 @@ class PairTokenizer:
         self.keep_query_tokens = keep_query_tokens
         self.lowercase = lowercase
         self._backend = getattr(tokenizer, "backend_tokenizer", None)
+        self.cache = cache
         if special_tokens_as_text:
             if self._backend is None:
                 raise ValueError("special_tokens_as_text needs a fast (Rust) tokenizer.")
@@ -130,39 +134,55 @@ class PairTokenizer:
     def encode_documents(self, texts: Sequence[str], limit: int | None) -> list[Sequence[int]]:
         """Token ids of documents of which at most ``limit`` tokens can be used (``None``: all).
 
-        A document far longer than ``limit`` tokens is cut before tokenizing, at a whitespace
+        A document longer than ``limit`` tokens could be is cut before tokenizing, at a whitespace
         boundary that tokenization cannot cross, so its first ``limit`` ids are exactly those of the
         whole text while time and memory stay bounded by ``limit``. ``limit + 1`` ids come back for
-        such a document, which is how callers learn it was longer.
+        such a document, which is how callers learn it was longer. With a cache, texts seen before
+        are not tokenized again.
         """
-        if limit is None or self._backend is None:
-            return self.encode_texts(texts)
-        threshold = 2 * limit * CHARS_PER_TOKEN
-        long = [i for i, text in enumerate(texts) if len(text) > threshold]
-        if not long:
-            return self.encode_texts(texts)
-        long_set = set(long)
-        short = [i for i in range(len(texts)) if i not in long_set]
-        out: list[Sequence[int]] = [()] * len(texts)
-        for i, ids in zip(short, self.encode_texts([texts[i] for i in short])):
+        out: list[Sequence[int] | None] = [None] * len(texts)
+        todo = list(range(len(texts)))
+        if self.cache is not None:
+            for i, text in enumerate(texts):
+                out[i] = self.cache.get(text, limit)
+            todo = [i for i in todo if out[i] is None]
+        cut = limit * CHARS_PER_TOKEN if limit is not None and self._backend is not None else None
+        whole = [i for i in todo if cut is None or len(texts[i]) <= cut]
+        for i, ids in zip(whole, self.encode_texts([texts[i] for i in whole])):
             out[i] = ids
-        for i in long:
-            out[i] = self._encode_prefix(texts[i], limit)
-        return out
+        prefixed = [i for i in todo if cut is not None and len(texts[i]) > cut]
+        if prefixed:
+            assert limit is not None and cut is not None
+            # All cut documents in one batched (parallel) call; the rare one whose prefix was too short
+            # for `limit` stable tokens (very long tokens, no whitespace) is retried with more text.
+            prefixes = [texts[i][:cut] for i in prefixed]
+            for i, stable_ids in zip(prefixed, self._stable_prefix_ids(prefixes, limit)):
+                out[i] = stable_ids if stable_ids is not None else self._encode_prefix(texts[i], limit, cut * 2)
+        if self.cache is not None:
+            for i in todo:
+                self.cache.put(texts[i], limit, out[i])  # type: ignore[arg-type]
+        return out  # type: ignore[return-value]
 
-    def _encode_prefix(self, text: str, limit: int) -> Sequence[int]:
+    def _stable_prefix_ids(self, prefixes: list[str], limit: int) -> list[Sequence[int] | None]:
+        """For each prefix, its first ``limit + 1`` ids if that many cannot change with more text, else None."""
         backend = self._backend
         assert backend is not None
-        cut = limit * CHARS_PER_TOKEN
-        while cut < len(text):
-            prefix = text[:cut].lower() if self.lowercase else text[:cut]
+        if self.lowercase:
+            prefixes = [p.lower() for p in prefixes]
+        results: list[Sequence[int] | None] = []
+        for prefix, encoding in zip(prefixes, backend.encode_batch(prefixes, add_special_tokens=False)):
             match = _TRAILING_WORD.search(prefix)
             stable = match.start() if match else 0  # tokens ending before here cannot change with more text
-            encoding = backend.encode(prefix, add_special_tokens=False)
             # Offsets only grow, so this keeps a prefix of the ids: those whose text ends before `stable`.
             ids = [i for i, (_, end) in zip(encoding.ids, encoding.offsets) if end <= stable]
-            if len(ids) > limit:
-                return ids[: limit + 1]
+            results.append(ids[: limit + 1] if len(ids) > limit else None)
+        return results
+
+    def _encode_prefix(self, text: str, limit: int, cut: int) -> Sequence[int]:
+        while cut < len(text):
+            (ids,) = self._stable_prefix_ids([text[:cut]], limit)
+            if ids is not None:
+                return ids
             cut *= 2
         return self.encode_texts([text])[0][: limit + 1]
 

@@ -1,0 +1,38 @@
+"""Where a call's time goes: cumulative seconds per stage (tokenize, pack+copy, forward, wait).
+
+The benchmark harness reads these per query, so measured tables show whether the CPU-side work or
+the model is the bottleneck. Stages can overlap (the next wave tokenizes while the current one runs),
+so their sum may exceed wall time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+STAGES = ("tokenize", "pack", "forward", "wait")
+
+
+class StageTimes:
+    """Thread-safe running totals of seconds spent in each stage."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seconds = dict.fromkeys(STAGES, 0.0)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._lock:
+                self._seconds[name] += elapsed
+
+    def snapshot(self) -> dict[str, float]:
+        """Seconds per stage so far (diff two snapshots to time a span of calls)."""
+        with self._lock:
+            return dict(self._seconds)
