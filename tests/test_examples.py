@@ -39,31 +39,12 @@ def test_framework_examples_run_offline(script, tiny_checkpoint, minilm_dir):
 
 
 def test_serving_clients_example_against_a_running_service(tiny_checkpoint):
-    import signal
-    import socket
-    import time
+    from conftest import running_service
 
-    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("httpx")
     pytest.importorskip("cohere")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "ettin_integrations.cli", "serve", "--model", tiny_checkpoint, "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        out = _run("serving_clients.py", "--url", f"http://127.0.0.1:{port}")
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    with running_service(tiny_checkpoint) as (url, _):
+        out = _run("serving_clients.py", "--url", url)
     lines = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     assert set(lines) >= {"cohere SDK", "langchain-cohere", "llama-index", "RemoteReranker", "EttinRerank (LC)"}
     # Every client saw the same ranking: the Cohere SDK's top-2 indices are the adapters' top-2 ids.

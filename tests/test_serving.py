@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("prometheus_client")
 
-from conftest import DOCUMENTS, QUERY
+from conftest import DOCUMENTS, QUERY, running_service
 
 from ettin_integrations import EttinReranker, RemoteReranker
 from ettin_integrations.runtime.normalization import sigmoid
@@ -163,28 +162,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint):
-    port = _free_port()
-    script = Path(sys.executable).with_name("ettin-rerank")
-    command = [str(script), "serve", "--model", tiny_checkpoint, "--device", "cpu", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--api-key", API_KEY],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-        if process.poll() is not None:
-            raise AssertionError(process.stdout.read())
-    yield url, process
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+    with running_service(tiny_checkpoint, "--device", "cpu", "--api-key", API_KEY) as (url, process):
+        yield url, process
 
 
 def test_official_cohere_sdk_against_the_service(server, engine):
@@ -287,23 +266,8 @@ def test_remote_retries_through_a_restart(tiny_checkpoint):
 
 
 def test_disconnected_clients_stop_costing_work_and_shutdown_finishes_in_flight(tiny_checkpoint):
-    port = _free_port()
-    script = Path(sys.executable).with_name("ettin-rerank")
-    process = subprocess.Popen(
-        [str(script), "serve", "--model", tiny_checkpoint, "--device", "cpu", "--port", str(port),
-         "--batch-tokens", "64"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        heavy = {"query": QUERY, "texts": ["the city by the river " * 40] * 600, "truncate": True}
+    heavy = {"query": QUERY, "texts": ["the city by the river " * 40] * 600, "truncate": True}
+    with running_service(tiny_checkpoint, "--device", "cpu", "--batch-tokens", "64") as (url, process):
 
         async def scenario() -> tuple[int, int]:
             async with httpx.AsyncClient(base_url=url, timeout=120) as client:
@@ -323,9 +287,6 @@ def test_disconnected_clients_stop_costing_work_and_shutdown_finishes_in_flight(
         status, disconnects = asyncio.run(scenario())
         assert status == 200 and disconnects >= 1
         process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_serve_binds_loopback_by_default():
