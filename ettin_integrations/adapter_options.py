@@ -8,7 +8,6 @@ cheap and pickles stay light; a local model path is still checked at constructio
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from pydantic import PrivateAttr, ValidationError, model_validator
@@ -39,7 +38,7 @@ class EngineOptions(EngineFields):
             if "model" in data:
                 raise TypeError(f"{owner} got the model twice: positionally and as model=.")
             data["model"] = model
-        unknown = [k for k in data if k not in type(self).model_fields and not self._accepts_extra(k)]
+        unknown = [k for k in data if k not in type(self).model_fields]
         if unknown:
             raise TypeError(unknown_option_message(owner, unknown, list(type(self).model_fields)))
         if reranker is not None:
@@ -58,11 +57,6 @@ class EngineOptions(EngineFields):
         except ValidationError as exc:
             raise ValueError(describe_validation_error(owner, exc)) from None
         self._engine = reranker
-
-    @classmethod
-    def _accepts_extra(cls, name: str) -> bool:
-        """Names the framework base class takes without declaring them as fields (none by default)."""
-        return False
 
     @model_validator(mode="after")
     def _check_model_path(self) -> EngineOptions:
@@ -85,8 +79,3 @@ class EngineOptions(EngineFields):
 def _is_remote(reranker: Any) -> bool:
     # Anything with the engine's read API and options can stand in (a remote client, a test double).
     return all(hasattr(reranker, name) for name in ("rank", "arank", "options"))
-
-
-def independent_copy(value: Any) -> Any:
-    """A deep copy, so nothing a caller holds is reachable from what an adapter returns."""
-    return copy.deepcopy(value)

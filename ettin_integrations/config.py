@@ -258,7 +258,7 @@ class EngineConfig(EngineFields):
 
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
-        model = str(Path(self.model).expanduser().resolve()) if _is_local_path(self.model) else self.model
+        model = str(Path(self.model).expanduser().resolve()) if is_local_path(self.model) else self.model
         resolved = self.model_copy(
             update={"device": str(device), "dtype": str(dtype).replace("torch.", ""), "model": model}
         )
@@ -272,7 +272,7 @@ class EngineConfig(EngineFields):
         return json.dumps(self.resolved().engine_options(), sort_keys=True, default=str)
 
 
-def _is_local_path(model: str) -> bool:
+def is_local_path(model: str) -> bool:
     """A model name that refers to the file system rather than the hub."""
     return (
         model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1 or Path(model).expanduser().exists()

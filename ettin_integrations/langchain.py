@@ -30,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from pydantic import ConfigDict, Field
 
-from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions, independent_copy
+from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions
 from .engine import EttinReranker
 from .registry import get_reranker
 from .results import RankResult
@@ -179,17 +179,15 @@ def _parent(manager: BaseCallbackManager) -> Any:
 
 
 def _scored_copy(document: Document, result: RankResult, normalize: str | None) -> Document:
-    metadata = {
-        **independent_copy(document.metadata),
-        "relevance_score": result.score,
-        TRUNCATED_KEY: result.truncated,
-        WINDOWS_KEY: result.windows,
-    }
-    if normalize is not None:
-        metadata[RAW_SCORE_KEY] = result.raw_score
-    # Deep: a nested list in the caller's metadata must not be reachable from ours. Keeps id, type
+    # One deep copy: nested metadata values of the output must not be the caller's. Keeps id, type
     # and any subclass fields.
-    return document.model_copy(update={"metadata": metadata}, deep=True)
+    copy = document.model_copy(deep=True)
+    copy.metadata.update(
+        {"relevance_score": result.score, TRUNCATED_KEY: result.truncated, WINDOWS_KEY: result.windows}
+    )
+    if normalize is not None:
+        copy.metadata[RAW_SCORE_KEY] = result.raw_score
+    return copy
 
 
 class EttinCrossEncoder(BaseCrossEncoder):

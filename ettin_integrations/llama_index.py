@@ -30,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "ettin_integrations.llama_index needs llama-index-core: pip install 'ettin-integrations[llamaindex]'"
     ) from exc
 
-from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions, independent_copy
+from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions
 from .engine import EttinReranker
 from .results import RankResult
 
@@ -177,15 +177,12 @@ class EttinRerank(EngineOptions, BaseNodePostprocessor):
         if self.keep_retrieval_score:
             extra[RETRIEVAL_SCORE_KEY] = item.score
         hidden = list(extra)
-        # Deep: nested metadata values and relationships of the output must not be the caller's.
-        copy = node.model_copy(
-            deep=True,
-            update={
-                "metadata": {**independent_copy(node.metadata), **extra},
-                "excluded_embed_metadata_keys": _merged(node.excluded_embed_metadata_keys, hidden),
-                "excluded_llm_metadata_keys": _merged(node.excluded_llm_metadata_keys, hidden),
-            },
-        )
+        # One deep copy (nested metadata and relationships must not be the caller's), then set the
+        # new values on it: model_copy(update=...) would not copy what it is given.
+        copy = node.model_copy(deep=True)
+        copy.metadata.update(extra)
+        copy.excluded_embed_metadata_keys = _merged(node.excluded_embed_metadata_keys, hidden)
+        copy.excluded_llm_metadata_keys = _merged(node.excluded_llm_metadata_keys, hidden)
         return NodeWithScore(node=copy, score=result.score)
 
 

@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 
-from ..config import EngineConfig
-from ..config import _is_local_path as is_local_path
+from ..config import EngineConfig, is_local_path
 from ..kernels import varlen
 from . import forking, shared
 from .dependencies import check_dependencies
