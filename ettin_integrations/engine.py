@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import DEFAULT_MODEL, EngineConfig, options_docstring
-from .results import RankResult, ScoreDetails, ranked
+from .results import RankResult, ScoreDetails, ranked, score_pairs_by_query
 from .runtime import forking, shared
 from .runtime.forward import BatchedForward
 from .runtime.loading import LoadedModel, get_loaded_model
@@ -335,6 +335,22 @@ class EttinReranker:
         if show_progress_bar is None:
             show_progress_bar = sum(len(d) for d in checked_docs) > 1000
         return self._score(checked_queries, checked_docs, show_progress_bar, cap)
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> list[float]:
+        """Scores of ``(queries[i], documents[i])`` pairs, in order; each distinct query is tokenized once.
+
+        Args:
+            queries: One query per pair (repeats are grouped).
+            documents: One document per pair.
+
+        Returns:
+            One score per pair.
+
+        Example::
+
+            reranker.score_pairs(["q1", "q2", "q1"], ["a", "b", "c"])
+        """
+        return score_pairs_by_query(self.score_many, queries, documents)
 
     async def ascore(self, query: str, documents: Sequence[str]) -> list[float]:
         """:meth:`score` without blocking the event loop; cancelling the task drops work not yet started.

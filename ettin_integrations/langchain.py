@@ -228,9 +228,8 @@ class EttinCrossEncoder(BaseCrossEncoder):
 
             EttinCrossEncoder().score([("Who wrote Hamlet?", "Shakespeare wrote Hamlet."), ("q", "d")])
         """
-        queries: dict[str, int] = {}
-        grouped: list[list[str]] = []
-        positions: list[tuple[int, int]] = []
+        queries: list[str] = []
+        documents: list[str] = []
         for i, pair in enumerate(text_pairs):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"text_pairs[{i}] must be a (query, document) pair.")
@@ -238,14 +237,9 @@ class EttinCrossEncoder(BaseCrossEncoder):
             if not isinstance(pair[1], str):
                 kind = "None" if pair[1] is None else type(pair[1]).__name__
                 raise TypeError(f"text_pairs[{i}][1] is {kind}; every document must be a string.")
-            check_text(pair[1], f"text_pairs[{i}][1]")
-            slot = queries.setdefault(query, len(queries))
-            if slot == len(grouped):
-                grouped.append([])
-            positions.append((slot, len(grouped[slot])))
-            grouped[slot].append(pair[1])
-        details = self.reranker.score_many(list(queries), grouped)
-        return [details[q].scores[d] for q, d in positions]
+            queries.append(query)
+            documents.append(check_text(pair[1], f"text_pairs[{i}][1]"))
+        return self.reranker.score_pairs(queries, documents)
 
     def __repr__(self) -> str:
         return f"EttinCrossEncoder(reranker={self.reranker!r})"

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from .results import RankResult, ScoreDetails, ranked
+from .results import RankResult, ScoreDetails, ranked, score_pairs_by_query
 from .runtime.normalization import normalize_score
 from .runtime.validation import check_documents, check_many, check_positive, check_query, check_threshold, check_top_n
 
@@ -172,6 +172,15 @@ class RemoteReranker:
                     zip(queries, documents_per_query),
                 )
             )
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> list[float]:
+        """Scores of ``(queries[i], documents[i])`` pairs, as :meth:`EttinReranker.score_pairs`.
+
+        Example::
+
+            remote.score_pairs(["q1", "q2"], ["a", "b"])
+        """
+        return score_pairs_by_query(self.score_many, queries, documents)
 
     def rank_many(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -53,3 +54,23 @@ def ranked(details: ScoreDetails, top_n: int | None, score_threshold: float | No
     if score_threshold is not None:
         results = [r for r in results if r.score >= score_threshold]
     return results if top_n is None else results[:top_n]
+
+
+def score_pairs_by_query(
+    score_many: Callable[..., list[ScoreDetails]], queries: Sequence[str], documents: Sequence[str]
+) -> list[float]:
+    """Scores of ``(queries[i], documents[i])`` pairs via ``score_many``, grouping pairs by query
+    so each distinct query is tokenized once and all pairs share one batched pass."""
+    if len(queries) != len(documents):
+        raise ValueError(f"Got {len(queries)} queries but {len(documents)} documents; pass one query per pair.")
+    slots: dict[str, int] = {}
+    grouped: list[list[str]] = []
+    where: list[tuple[int, int]] = []
+    for query, document in zip(queries, documents):
+        slot = slots.setdefault(query, len(slots))
+        if slot == len(grouped):
+            grouped.append([])
+        where.append((slot, len(grouped[slot])))
+        grouped[slot].append(document)
+    details = score_many(list(slots), grouped)
+    return [details[q].scores[d] for q, d in where]

@@ -394,3 +394,13 @@ def test_directory_that_is_not_a_cross_encoder(tmp_path, tiny_checkpoint):
     assert config["architectures"] == ["ModernBertModel"]
     with pytest.raises(ValueError, match="random"):
         EttinReranker(str(backbone))
+
+
+def test_score_pairs_groups_by_query_and_keeps_pair_order(tiny_checkpoint):
+    engine = EttinReranker(tiny_checkpoint, device="cpu")
+    queries = [QUERY, "who wrote hamlet", QUERY]
+    docs = DOCUMENTS[:3]
+    expected = [engine.score(q, [d])[0] for q, d in zip(queries, docs)]
+    assert engine.score_pairs(queries, docs) == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError, match="one query per pair"):
+        engine.score_pairs([QUERY], docs)

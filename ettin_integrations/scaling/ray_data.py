@@ -62,18 +62,8 @@ class RerankBatch:
                 f"rows need a '{self.documents_column}' list or a '{self.document_column}' column beside "
                 f"'{self.query_column}'; got {sorted(batch)}"
             )
-        # One pair per row: group rows by query so each query is tokenized once.
-        slots: dict[str, int] = {}
-        grouped: list[list[str]] = []
-        where: list[tuple[int, int]] = []
-        for query, document in zip(queries, batch[self.document_column]):
-            slot = slots.setdefault(query, len(slots))
-            if slot == len(grouped):
-                grouped.append([])
-            where.append((slot, len(grouped[slot])))
-            grouped[slot].append(str(document))
-        details = self.engine.score_many(list(slots), grouped, show_progress_bar=False)
-        return {**batch, "score": [details[q].scores[d] for q, d in where]}
+        # One pair per row (the engine groups rows by query, so each query is tokenized once).
+        return {**batch, "score": self.engine.score_pairs(queries, [str(d) for d in batch[self.document_column]])}
 
 
 def rerank_dataset(
