@@ -153,6 +153,11 @@ class EngineFields(BaseModel):
         default="auto",
         description="'auto' (flash-attention or PyTorch's varlen kernel on CUDA, else sdpa) or an attn_implementation.",
     )
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
+        default="off",
+        description="torch.compile the model: 'default' fuses kernels; 'reduce-overhead' also replays CUDA graphs "
+        "on bucketed shapes (CUDA only). Costs a compile at load; falls back to eager if it fails.",
+    )
     num_threads: PositiveInt | None = Field(
         default=None,
         description="CPU threads torch may use (process-wide); with several workers per machine, cores / workers.",

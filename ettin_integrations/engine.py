@@ -164,6 +164,19 @@ class EttinReranker:
         return self._loaded.attention
 
     @property
+    def forward_path(self) -> str:
+        """What runs the forward pass: ``"eager"``, ``"torch.compile(mode='default')"``,
+        ``"torch.compile(mode='reduce-overhead', CUDA graphs)"``, or ``"eager (torch.compile failed: ...)"``."""
+        compilation = self._loaded.compilation
+        return "eager" if compilation is None else compilation.path
+
+    @property
+    def compile_stats(self) -> dict[str, Any] | None:
+        """What compiling cost (seconds, CUDA graphs recorded, their memory); None when ``compile="off"``."""
+        compilation = self._loaded.compilation
+        return None if compilation is None else compilation.stats()
+
+    @property
     def max_length(self) -> int:
         return self._max_length
 
@@ -204,7 +217,8 @@ class EttinReranker:
         return (
             f"EttinReranker(model={self.model_name!r}, device={str(self.device)!r}, "
             f"dtype={str(self.dtype).replace('torch.', '')!r}, attention={self.attention!r}, "
-            f"max_length={self.max_length}, batch_tokens={self.batch_tokens}, normalize={self.normalize!r})"
+            f"forward_path={self.forward_path!r}, max_length={self.max_length}, "
+            f"batch_tokens={self.batch_tokens}, normalize={self.normalize!r})"
         )
 
     # ----------------------------------------------------------------- public API

@@ -89,6 +89,8 @@ def measure(
         "latencies_ms_warm": warm_latencies,
         "breakdown_ms": breakdown,
         "token_cache": None if cache is None else vars(cache.stats),
+        "forward_path": None if engine is None else engine.forward_path,
+        "compile": None if engine is None else engine.compile_stats,
         "peak_memory_mb": peak_mb,
         "memory_kind": "cuda max_memory_allocated" if cuda else "process peak RSS",
         "scores": scores,

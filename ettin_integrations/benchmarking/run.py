@@ -103,6 +103,7 @@ def summarize(result: dict[str, Any], reference: dict[str, Any] | None) -> dict[
         "p50_ms_warm": statistics.median(result.get("latencies_ms_warm") or latencies),
         "peak_memory_mb": result["peak_memory_mb"],
         "breakdown_ms": result.get("breakdown_ms"),
+        "compile": result.get("compile"),
     }
     if reference is not None and "scores" in reference:
         diffs = [abs(x - y) for q, r in zip(result["scores"], reference["scores"]) for x, y in zip(q, r)]
@@ -175,6 +176,19 @@ def to_markdown(report: dict[str, Any]) -> str:
                 f"| {r.get('min_kendall_tau', float('nan')):.4f} / {r.get('mean_kendall_tau', float('nan')):.4f} |"
             )
         lines.append("")
+        for r in rows:
+            stats = r.get("compile")
+            if stats:
+                graphs = (
+                    f"; {stats['graphs']} CUDA graphs recorded in {stats['capture_seconds']:.1f} s, "
+                    f"{stats['capture_memory_mb']:.0f} MB"
+                    if stats.get("graphs") is not None
+                    else ""
+                )
+                compiled = f"compiled at load in {stats['compile_seconds']:.1f} s"
+                lines.append(f"{r['variant']}: {stats['path']}, {compiled}{graphs}")
+        if any(r.get("compile") for r in rows):
+            lines.append("")
         overhead = report.get("overhead", {}).get(size)
         if overhead and "overhead_pct" in overhead:
             parts = [

@@ -147,9 +147,16 @@ def reference_varlen_attention(
     return out
 
 
-def pack(rows: list[list[int]], device: torch.device) -> dict[str, Any]:
-    """One packed sequence for a batch of token rows: ids, restarting positions, boundaries."""
+def pack(rows: list[list[int]], device: torch.device, max_length: int | None = None) -> dict[str, Any]:
+    """One packed sequence for a batch of token rows: ids, restarting positions, boundaries.
+
+    ``max_length`` (at least the longest row) is what the kernel is told; bucketed batches pass a
+    rounded value so CUDA graphs recorded for one batch fit the next.
+    """
     lengths = [len(r) for r in rows]
+    longest = max(lengths) if max_length is None else max_length
+    if longest < max(lengths):
+        raise ValueError(f"max_length={max_length} is shorter than the longest row ({max(lengths)})")
     cu = torch.zeros(len(rows) + 1, dtype=torch.int32)
     cu[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int32), 0)
     input_ids = torch.tensor([t for r in rows for t in r], dtype=torch.long)
@@ -161,6 +168,6 @@ def pack(rows: list[list[int]], device: torch.device) -> dict[str, Any]:
         "position_ids": position_ids.unsqueeze(0).to(device, non_blocking=non_blocking),
         "cu_seq_lens_q": cu,
         "cu_seq_lens_k": cu,
-        "max_length_q": max(lengths),
-        "max_length_k": max(lengths),
+        "max_length_q": longest,
+        "max_length_k": longest,
     }

@@ -44,9 +44,14 @@ def collate(
     rows: Sequence[Sequence[int]],
     pad_token_id: int,
     type_rows: Sequence[Sequence[int]] | None = None,
+    width: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Right-pad token rows into ``input_ids`` / ``attention_mask`` (and ``token_type_ids``) tensors."""
-    width = max(len(r) for r in rows)
+    """Right-pad token rows into ``input_ids`` / ``attention_mask`` (and ``token_type_ids``) tensors,
+    ``width`` columns wide (default: the longest row)."""
+    longest = max(len(r) for r in rows)
+    width = longest if width is None else width
+    if width < longest:
+        raise ValueError(f"width={width} is narrower than the longest row ({longest})")
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for r, row in enumerate(rows):

@@ -14,6 +14,7 @@ import torch
 from ..kernels.varlen import pack
 from . import forking
 from .batching import collate, plan_batches
+from .compilation import describe_failure, packed_fillers, padded_shape
 from .loading import LoadedModel
 from .placement import PACKED_ATTENTION
 from .timings import StageTimes
@@ -75,19 +76,56 @@ class BatchedForward:
 
     def _batch(self, pairs: list[EncodedPair]) -> torch.Tensor:
         """Scores of one batch as a float32 tensor, left on the device."""
-        loaded = self.loaded
+        compilation = self.loaded.compilation
+        if compilation is not None and not compilation.active:
+            compilation = None
         with self.timings.stage("pack"):
-            if self.packed:
-                features = pack([p.input_ids for p in pairs], loaded.device)
+            features, shape = self._features(pairs, bucketed=compilation is not None and compilation.graphs)
+        with self.timings.stage("forward"):
+            if compilation is None:
+                scores = self._scores(features)
             else:
-                types = [p.token_type_ids or [] for p in pairs] if pairs[0].token_type_ids is not None else None
-                features = collate([p.input_ids for p in pairs], loaded.pad_token_id, types)
-                non_blocking = loaded.device.type == "cuda"
-                features = {k: v.to(loaded.device, non_blocking=non_blocking) for k, v in features.items()}
-        with torch.inference_mode(), self.timings.stage("forward"):
+                try:
+                    scores = compilation.run(shape, lambda: self._scores(features))
+                except torch.OutOfMemoryError:
+                    raise
+                except Exception as exc:  # a shape Inductor cannot compile: finish this call eagerly
+                    compilation.disable(describe_failure(exc))
+                    scores = self._scores(features)
+            return scores[: len(pairs)]
+
+    def _features(self, pairs: list[EncodedPair], bucketed: bool) -> tuple[dict[str, Any], tuple[int, ...]]:
+        """Model inputs on the device, and their shape. ``bucketed``: filler rows round the shape up
+        to a :func:`~.compilation.bucket` size (their scores come last and are dropped)."""
+        loaded = self.loaded
+        rows = [p.input_ids for p in pairs]
+        lengths = [len(r) for r in rows]
+        if self.packed:
+            longest = None
+            if bucketed:
+                fillers, longest = packed_fillers(lengths, loaded.max_length)
+                rows = rows + [[loaded.pad_token_id] * n for n in fillers]
+            features = pack(rows, loaded.device, max_length=longest)
+            return features, (int(features["input_ids"].shape[1]), len(rows), int(features["max_length_q"]))
+        types = [p.token_type_ids or [] for p in pairs] if pairs[0].token_type_ids is not None else None
+        width = None
+        if bucketed:
+            count, width = padded_shape(lengths)
+            width = min(width, max(loaded.max_length, max(lengths)))
+            rows = rows + [[loaded.pad_token_id]] * (count - len(rows))
+            types = None if types is None else types + [[0]] * (count - len(types))
+        features = collate(rows, loaded.pad_token_id, types, width=width)
+        non_blocking = loaded.device.type == "cuda"
+        features = {k: v.to(loaded.device, non_blocking=non_blocking) for k, v in features.items()}
+        return features, tuple(features["input_ids"].shape)
+
+    def _scores(self, features: dict[str, Any]) -> torch.Tensor:
+        # inference_mode here, not around the caller: graph modes run this on another thread.
+        loaded = self.loaded
+        with torch.inference_mode():
             scores = loaded.cross_encoder(features)["scores"]
             if torch.is_floating_point(scores) and torch.finfo(scores.dtype).bits < 32:
                 scores = scores.float()
             if loaded.activation is not None and not isinstance(loaded.activation, torch.nn.Identity):
                 scores = loaded.activation(scores)
-            return scores.reshape(len(pairs))
+            return scores.reshape(-1)

@@ -20,6 +20,8 @@ import torch
 from ..config import EngineConfig, is_local_path
 from ..kernels import varlen
 from . import forking, shared
+from .batching import collate
+from .compilation import Compilation, enable_checked
 from .dependencies import check_dependencies
 from .placement import PACKED_ATTENTION, attention_candidates, resolve_dtype
 
@@ -34,6 +36,7 @@ class LoadSpec:
     device: str
     dtype: str
     attention: str
+    compile: str
     revision: str | None
     local_files_only: bool
     trust_remote_code: bool
@@ -47,6 +50,7 @@ class LoadSpec:
             device=config.device,
             dtype=config.dtype,
             attention=config.attention,
+            compile=config.compile,
             revision=config.revision,
             local_files_only=config.local_files_only,
             trust_remote_code=config.trust_remote_code,
@@ -85,6 +89,8 @@ class LoadedModel:
     pad_token_id: int
     lowercase: bool
     activation: Any
+    #: torch.compile state when the ``compile`` option asked for it (None: eager by choice).
+    compilation: Compilation | None = None
     # One forward at a time per model: concurrent callers would only fight over the same cores or
     # GPU memory, and a shared lock keeps CUDA out-of-memory back-off deterministic.
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -220,6 +226,8 @@ def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedMod
                 errors.append(f"{attention}: {exc}")
                 logger.warning("Attention %r failed its check on %s (%s); falling back.", attention, device, exc)
                 continue
+        if spec.compile != "off":
+            _compile(loaded, spec.compile)
         logger.info(
             "Loaded %s on %s (%s, attention=%s, max_length=%d)",
             spec.model,
@@ -280,14 +288,37 @@ def _wrap(cross_encoder: Any, spec: LoadSpec, device: torch.device, dtype: torch
     return loaded
 
 
-def _check_packed_matches_padded(loaded: LoadedModel) -> None:
-    """Run two pairs packed and padded: the unpadded path must really work here, and agree."""
-    rows = [
+def _check_rows(loaded: LoadedModel) -> list[list[int]]:
+    return [
         loaded.tokenizer("query", "a short document", add_special_tokens=True)["input_ids"],
         loaded.tokenizer("another query", "a somewhat longer document for the check", add_special_tokens=True)[
             "input_ids"
         ],
     ]
+
+
+def _compile(loaded: LoadedModel, mode: str) -> None:
+    """Compile the backbone now, on the check pairs, so the first real call does not pay for it."""
+    compilation = Compilation(loaded.cross_encoder[0].auto_model, mode, loaded.device)
+    rows = _check_rows(loaded)
+
+    def score() -> torch.Tensor:
+        if loaded.attention in PACKED_ATTENTION:
+            features = varlen.pack(rows, loaded.device)
+        else:
+            features = {k: v.to(loaded.device) for k, v in collate(rows, loaded.pad_token_id).items()}
+        with torch.inference_mode():
+            return loaded.cross_encoder(features)["scores"].reshape(-1)
+
+    enable_checked(compilation, score, shape=(0,))  # no batch has 0 tokens: its own graph
+    loaded.compilation = compilation
+    logger.info("Forward path for %s: %s (compiled in %.1f s)", loaded.device, compilation.path,
+                compilation.compile_seconds)  # fmt: skip
+
+
+def _check_packed_matches_padded(loaded: LoadedModel) -> None:
+    """Run two pairs packed and padded: the unpadded path must really work here, and agree."""
+    rows = _check_rows(loaded)
     with torch.inference_mode():
         packed = loaded.cross_encoder(varlen.pack(rows, loaded.device))["scores"].float().reshape(-1)
         width = max(len(r) for r in rows)
