@@ -2,7 +2,8 @@
 # One command for a CUDA machine: the GPU tests, then the harness on 17m / 150m / 1b shapes at
 # max_length 512, our defaults (bf16 + unpadded attention) against predict's defaults (float32,
 # batch 32) and predict in bf16 with a large fixed batch, all in one run: cold and warm passes,
-# the per-query stage breakdown, the token cache, and a batch_tokens sweep (to choose the CUDA default).
+# the per-query stage breakdown, the token cache, torch.compile with and without CUDA graphs (compile
+# time and graph memory under each table), and a batch_tokens sweep (to choose the CUDA default).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]      # writes OUT_DIR/results.{json,md}
 #
@@ -14,7 +15,7 @@ out=${1:-${OUT:-ettin-bench-out}/gpu}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
-python -m pytest -q -p no:cacheprovider -m gpu tests/test_varlen.py tests/test_reliability.py -rs
+python -m pytest -q -p no:cacheprovider -m gpu tests/test_varlen.py tests/test_reliability.py tests/test_compilation.py -rs
 python -m ettin_integrations.benchmarking.run --device cuda --max-length 512 --sizes ${SIZES:-17m 150m 1b} \
   --queries ${QUERIES:-40} --k 50 --repeats 3 --out "$out" \
-  --variants predict predict_bf16_bs64 ours ours_cache ours_bt8192 ours_bt16384 ours_bt32768 ours_bt131072
+  --variants predict predict_bf16_bs64 ours ours_cache ours_compile ours_graphs ours_bt8192 ours_bt16384 ours_bt32768 ours_bt131072

@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import BaseModel
@@ -27,7 +28,7 @@ from .config import EngineFields, cli_options
 from .serving.settings import ServeSettings
 
 EXIT_USAGE = 2
-COMMANDS = ("rank", "eval", "bench", "serve")
+COMMANDS = ("rank", "eval", "bench", "serve", "distill")
 
 
 class CliError(Exception):
@@ -72,7 +73,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser = argparse.ArgumentParser(prog="ettin-rerank", description="Rerank documents with Ettin cross-encoders.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _common(parser)
-    commands = parser.add_subparsers(dest="command", metavar="{rank,eval,serve,bench}")
+    commands = parser.add_subparsers(dest="command", metavar="{rank,eval,serve,bench,distill}")
 
     rank = commands.add_parser("rank", help="rerank documents for one query")
     rank.add_argument("query")
@@ -112,7 +113,53 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     )
     bench_parser(bench)
     _common(bench)
-    return parser, {"rank": rank, "eval": evaluate, "bench": bench, "serve": serve}
+
+    distill = commands.add_parser(
+        "distill",
+        help="adapt a small reranker to your documents by distilling a larger teacher",
+        description="Mine candidates per query, score them with the teacher (cached, resumable), train the student "
+        "with sentence-transformers' CrossEncoderTrainer on the teacher's logits (MSE), and report held-out "
+        "agreement with the teacher (and nDCG@10 when qrels exist) before and after.",
+    )
+    _distill_args(distill)
+    _common(distill)
+    return parser, {"rank": rank, "eval": evaluate, "bench": bench, "serve": serve, "distill": distill}
+
+
+def _distill_args(parser: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from .distillation.training import TrainingOptions
+
+    parser.add_argument(
+        "--teacher",
+        required=True,
+        help="teacher: hub id, local directory, an Ettin size (150m, 1b, ...), or a .jsonl file of precomputed "
+        'scores ({"query_id", "doc_id", "score"} per line)',
+    )
+    parser.add_argument("--student", required=True, help="student: hub id, local directory, or an Ettin size (17m)")
+    parser.add_argument("--out", required=True, help="output folder: teacher cache, checkpoints, model/, report.json")
+    data = parser.add_argument_group("data (a BEIR folder, or queries + corpus JSONL files)")
+    data.add_argument("--data", default=None, help="BEIR folder: corpus.jsonl, queries.jsonl, optional qrels/")
+    data.add_argument("--queries", default=None, help="queries JSONL ({'_id', 'text'} per line)")
+    data.add_argument("--corpus", default=None, help="corpus JSONL ({'_id', 'text', optional 'title'} per line)")
+    data.add_argument("--qrels", default=None, help="qrels TSV (query-id, corpus-id, score) for nDCG@10")
+    data.add_argument("--split", default="test", help="qrels split inside a BEIR folder (default: test)")
+    data.add_argument("--candidates", type=int, default=30, help="first-stage candidates per query (default: 30)")
+    data.add_argument("--embedder", default=None, help="sentence-transformers first stage (default: BM25)")
+    data.add_argument("--held-out", type=float, default=0.2, help="share of queries kept for evaluation (0.2)")
+    training = parser.add_argument_group("training")
+    for option in dataclasses.fields(TrainingOptions):
+        flag = "--" + option.name.replace("_", "-")
+        if option.type in ("bool", bool):
+            training.add_argument(flag, action=argparse.BooleanOptionalAction, default=option.default,
+                                  help=option.metadata["help"])  # fmt: skip
+            continue
+        kind = {"int": int, "float": float}.get(str(option.type), str)
+        shown = f" (default: {option.default})" if option.default is not None else ""
+        training.add_argument(flag, type=kind, default=option.default, help=option.metadata["help"] + shown)
+    parser.add_argument("--offline", action="store_true", help="never touch the network (local models only)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -121,7 +168,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     position = next((i for i, arg in enumerate(argv) if arg in COMMANDS), None)
     if position is None:
         parser.parse_args(argv)  # --help, --version, or a usage error
-        parser.error("choose a command: rank, eval or bench")
+        parser.error("choose a command: rank, eval, serve, bench or distill")
     top = parser.parse_args(argv[:position]) if position else argparse.Namespace(verbose=False)
     args = commands[argv[position]].parse_intermixed_args(argv[position + 1 :])
     args.command = argv[position]
@@ -373,6 +420,63 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill(args: argparse.Namespace, out: TextIO) -> int:
+    require({"datasets": "datasets", "accelerate": "accelerate", "bm25s": "bm25s", "ir_measures": "ir-measures"},
+            "distill")  # fmt: skip
+    import dataclasses
+    import json
+
+    from .distillation import TrainingOptions, distill
+    from .evaluation import DatasetError
+
+    if args.candidates < 2:
+        raise CliError("--candidates must be >= 2.")
+    if args.max_steps < 1 or args.batch_size < 1:
+        raise CliError("--max-steps and --batch-size must be >= 1.")
+    options = TrainingOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingOptions)})
+    if args.json:
+        options.progress = False
+    if args.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        report = distill(
+            args.teacher,
+            args.student,
+            args.out,
+            data=args.data,
+            queries=args.queries,
+            corpus=args.corpus,
+            qrels=args.qrels,
+            split=args.split,
+            candidates=args.candidates,
+            embedder=args.embedder,
+            held_out=args.held_out,
+            options=options,
+            local_files_only=args.offline or os.environ.get("HF_HUB_OFFLINE") == "1",
+        )
+    except (DatasetError, ValueError, OSError) as exc:
+        raise CliError(_as_flags(" ".join(str(exc).split()))) from None
+    if args.json:
+        summary = report.to_dict()
+        summary.pop("log_history")
+        json.dump(summary, out, indent=2)
+        out.write("\n")
+        return 0
+    out.write(
+        f"{report.train_queries} training queries ({report.train_pairs} pairs), {report.held_out_queries} held out; "
+        f"loss {report.first_loss:.3f} -> {report.last_loss:.3f}\n"
+        if report.first_loss is not None and report.last_loss is not None
+        else f"{report.train_queries} training queries, {report.held_out_queries} held out\n"
+    )
+    out.write(f"{'held-out metric':<22} {'before':>8} {'after':>8}\n")
+    for name, before in report.before.items():
+        out.write(f"{name:<22} {before:>8.4f} {report.after.get(name, float('nan')):>8.4f}\n")
+    for name, value in report.teacher_reference.items():
+        out.write(f"{'teacher ' + name:<22} {value:>8.4f}\n")
+    out.write(f"model saved to {report.model_dir} (report: {Path(args.out) / 'report.json'})\n")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .benchmarking.run import run
 
@@ -410,6 +514,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, stdin:
             return _eval(args, out)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "distill":
+            return _distill(args, out)
         return _bench(args)
     except CliError as exc:
         print(f"ettin-rerank: error: {exc}", file=sys.stderr)

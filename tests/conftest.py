@@ -61,6 +61,15 @@ def ettin17m_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny Ettin shape *trained* against a BM25 teacher (distillation's own pipeline), built once."""
+    pytest.importorskip("datasets", reason="training needs the [distill] extra")
+    from ettin_integrations.distillation.fixture import build_trained_checkpoint
+
+    return build_trained_checkpoint(_cache_root(tmp_path_factory) / "tiny-trained", "tiny")
+
+
+@pytest.fixture(scope="session")
 def reference(tiny_checkpoint: str):
     """The reference implementation on the tiny checkpoint: sentence-transformers' CrossEncoder."""
     from sentence_transformers import CrossEncoder

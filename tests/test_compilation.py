@@ -162,3 +162,25 @@ def test_real_torch_compile_matches_eager(tiny_checkpoint):
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     finally:
         clear_model_cache()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the device machine)")
+def test_cuda_graphs_match_eager_bf16_from_any_thread(tiny_checkpoint):
+    try:
+        engine = EttinReranker(tiny_checkpoint, device="cuda", compile="reduce-overhead")
+        eager = EttinReranker(tiny_checkpoint, device="cuda")
+        assert engine.forward_path == "torch.compile(mode='reduce-overhead', CUDA graphs)", engine.forward_path
+        expected = eager.score(QUERY, DOCUMENTS)
+        results: list[list[float]] = []
+        workers = [threading.Thread(target=lambda: results.append(engine.score(QUERY, DOCUMENTS))) for _ in range(3)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        results.append(engine.score(QUERY, DOCUMENTS))
+        for got in results:
+            assert got == pytest.approx(expected, abs=0.15)
+        assert engine.compile_stats["graphs"] >= 1
+    finally:
+        clear_model_cache()

@@ -29,6 +29,7 @@ BASH = [body for lang, body in BLOCKS if lang == "bash"]
 #: Appended to benchmark lines: the same commands on the tiny shape and a few requests, so CI stays short.
 BENCH_SMALL = " --sizes tiny --queries 2 --k 4 --repeats 1 --no-overhead"
 LOAD_SMALL = " --size tiny --clients 2 --requests 2 --k 4 --check 4"
+PRECISION_SMALL = " --trained tiny --queries 3 --repeats 1 --checkpoint {trained}"
 SERVE = next(line for body in BASH for line in body.splitlines() if line.startswith("ettin-rerank serve"))
 
 
@@ -51,6 +52,7 @@ def env(tmp_path_factory, tiny_checkpoint) -> dict[str, str]:
         tmp_path_factory.mktemp("hub"),
         {
             "cross-encoder/ettin-reranker-17m-v1": Path(tiny_checkpoint),
+            "cross-encoder/ettin-reranker-150m-v1": Path(tiny_checkpoint),  # the distillation teacher
             "sentence-transformers/all-MiniLM-L6-v2": Path(minilm.__file__).parent / "model",
         },
     )
@@ -154,7 +156,7 @@ def _port(command: str) -> int:
 
 
 @pytest.mark.parametrize("index", range(len(BASH)))
-def test_bash_snippet_runs_as_written(index, env, workdir):
+def test_bash_snippet_runs_as_written(index, env, workdir, request):
     servers: list[subprocess.Popen] = []
     try:
         for command in _commands(BASH[index]):
@@ -167,6 +169,8 @@ def test_bash_snippet_runs_as_written(index, env, workdir):
                 command += BENCH_SMALL
             if command.startswith("python -m ettin_integrations.benchmarking.load"):
                 command += LOAD_SMALL
+            if command.startswith("python -m ettin_integrations.benchmarking.precision"):
+                command += PRECISION_SMALL.format(trained=request.getfixturevalue("trained_tiny"))
             cwd = ROOT if command.startswith("ruff ") else workdir
             if command.startswith(("python examples/rag_app.py", "ettin-rerank serve")) or " uvicorn " in f" {command}":
                 health = "/health" if command.startswith("ettin-rerank serve") else "/healthz"

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .workload import _WORDS
+from .workload import WORDS
 
 #: Largest difference from the engine's own score accepted as "the same answer" (float32 rounding).
 TOLERANCE = 1e-3
@@ -37,7 +37,7 @@ TOLERANCE = 1e-3
 def passages(count: int, words: int, seed: int) -> list[str]:
     """Deterministic passages of about ``words`` words (NQ-like, without the long tail)."""
     rng = random.Random(seed)
-    return [" ".join(rng.choice(_WORDS) for _ in range(max(5, int(rng.gauss(words, words / 5))))) for _ in range(count)]
+    return [" ".join(rng.choice(WORDS) for _ in range(max(5, int(rng.gauss(words, words / 5))))) for _ in range(count)]
 
 
 def requests_for(clients: int, per_client: int, k: int, words: int, seed: int) -> list[list[tuple[str, list[str]]]]:
@@ -45,7 +45,7 @@ def requests_for(clients: int, per_client: int, k: int, words: int, seed: int) -
     rng = random.Random(seed + 1)
     return [
         [
-            (f"query {c}-{r}: " + " ".join(rng.choice(_WORDS) for _ in range(8)), rng.sample(pool, k))
+            (f"query {c}-{r}: " + " ".join(rng.choice(WORDS) for _ in range(8)), rng.sample(pool, k))
             for r in range(per_client)
         ]
         for c in range(clients)
@@ -212,7 +212,7 @@ async def _soak(url: str, engine: Any, total: int, clients: int, seed: int, max_
     rng = random.Random(seed)
     pool = passages(300, 60, seed)
     plan = [
-        (f"soak {i} " + rng.choice(_WORDS), rng.sample(pool, rng.randint(1, 60)), rng.random() < 0.1)
+        (f"soak {i} " + rng.choice(WORDS), rng.sample(pool, rng.randint(1, 60)), rng.random() < 0.1)
         for i in range(total)
     ]
     queue: asyncio.Queue[tuple[str, list[str], bool]] = asyncio.Queue()

@@ -12,7 +12,8 @@ import math
 import random
 from dataclasses import dataclass
 
-_WORDS = (
+#: Vocabulary of generated text (workloads, load tests, the trained fixture's corpus).
+WORDS = (
     "the of and to in is was for on that by with as at from his her an are were which be this "
     "city river war king music film album team season game player company government state party "
     "population capital island church university school book novel series episode character song "
@@ -45,7 +46,7 @@ def _passage_words(rng: random.Random) -> int:
 
 
 def _text(rng: random.Random, words: int) -> str:
-    return " ".join(rng.choice(_WORDS) for _ in range(words)).capitalize() + "."
+    return " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "."
 
 
 def make_workload(num_queries: int = 20, k: int = 50, seed: int = 0) -> Workload:

@@ -46,21 +46,39 @@ def _text(record: dict[str, Any], path: Path, number: int, with_title: bool) -> 
     return f"{title} {text}".strip() if isinstance(title, str) and title else text
 
 
-def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
-    """Load corpus, the judged queries of ``split`` and their qrels."""
+def load_beir(folder: str | Path, split: str = "test", judged_only: bool = True) -> BeirDataset:
+    """Load corpus, the judged queries of ``split`` and their qrels.
+
+    ``judged_only=False`` keeps every query of ``queries.jsonl`` (training needs no judgements) and
+    makes the qrels file optional.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder} is not a directory.")
-    corpus_path, queries_path, qrels_path = (
-        folder / "corpus.jsonl",
-        folder / "queries.jsonl",
-        folder / "qrels" / f"{split}.tsv",
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if judged_only and not qrels_path.is_file():
+        raise DatasetError(f"{qrels_path} is missing (use --split to pick another qrels file).")
+    return load_beir_files(
+        folder / "corpus.jsonl", folder / "queries.jsonl", qrels_path if qrels_path.is_file() else None, judged_only
     )
+
+
+def load_beir_files(
+    corpus_path: str | Path, queries_path: str | Path, qrels_path: str | Path | None, judged_only: bool = True
+) -> BeirDataset:
+    """The same from three files: BEIR-style JSONL corpus and queries, and a qrels TSV (optional
+    unless ``judged_only``)."""
+    corpus_path, queries_path = Path(corpus_path), Path(queries_path)
     corpus = {str(r["_id"]): _text(r, corpus_path, n, True) for n, r in _jsonl(corpus_path)}
     all_queries = {str(r["_id"]): _text(r, queries_path, n, False) for n, r in _jsonl(queries_path)}
-    if not qrels_path.is_file():
-        raise DatasetError(f"{qrels_path} is missing (use --split to pick another qrels file).")
     qrels: dict[str, dict[str, int]] = {}
+    if qrels_path is None:
+        if judged_only:
+            raise DatasetError("a qrels file is needed to evaluate against judgements.")
+        return BeirDataset(corpus=_non_empty(corpus, corpus_path), queries=all_queries, qrels=qrels)
+    qrels_path = Path(qrels_path)
+    if not qrels_path.is_file():
+        raise DatasetError(f"{qrels_path} is missing.")
     with qrels_path.open(encoding="utf-8", newline="") as handle:
         for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
             if not row or (number == 1 and row[0] == "query-id"):
@@ -75,6 +93,11 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
     missing = [q for q in qrels if q not in all_queries]
     if missing:
         raise DatasetError(f"{qrels_path} judges queries absent from {queries_path}: {missing[:5]}")
+    queries = {q: all_queries[q] for q in qrels} if judged_only else all_queries
+    return BeirDataset(corpus=_non_empty(corpus, corpus_path), queries=queries, qrels=qrels)
+
+
+def _non_empty(corpus: dict[str, str], path: Path) -> dict[str, str]:
     if not corpus:
-        raise DatasetError(f"{corpus_path} has no documents.")
-    return BeirDataset(corpus=corpus, queries={q: all_queries[q] for q in qrels}, qrels=qrels)
+        raise DatasetError(f"{path} has no documents.")
+    return corpus

@@ -1,0 +1,171 @@
+"""A *trained* Ettin-shaped reranker, built offline, so precision choices become measurable.
+
+Random-weight checkpoints score one query's passages within 0.004-0.013 of each other, so any
+rounding (bf16, int8) reorders them and says nothing about a real model. Here an Ettin-shaped
+student is distilled, with the same :func:`~ettin_integrations.distillation.distill` users run,
+from a teacher it can learn: BM25 over a generated topical corpus, mapped linearly onto Ettin's
+logit scale (about -8 for a passage without a query word, +12 for the best match). The result has a
+real reranker's within-query spread (reported in ``fixture.json``) and is cached: built once.
+
+    python -m ettin_integrations.testing /tmp/ettin-17m-trained --size 17m --trained
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ..benchmarking.workload import WORDS
+
+#: Logits the teacher gives a passage with no query word, and the best-matching passages.
+LOW_LOGIT, HIGH_LOGIT = -8.0, 12.0
+#: Default training steps per shape: enough to follow BM25 closely, minutes at most on 2 cores.
+DEFAULT_STEPS = {"tiny": 600, "17m": 1500}
+
+
+def generate_collection(
+    folder: Path, num_docs: int = 600, num_queries: int = 1500, topics: int = 16, seed: int = 0
+) -> None:
+    """A BEIR folder of topical passages and 2-4 word queries; qrels mark on-topic passages that
+    contain every query word."""
+    rng = random.Random(seed)
+    words = sorted({w for w in WORDS if len(w) >= 4})  # content words: topics and queries
+    common = sorted({w for w in WORDS if len(w) <= 3})  # function words: filler
+    vocab = {t: rng.sample(words, 8) for t in range(topics)}
+    docs: dict[str, tuple[int, str]] = {}
+    for i in range(num_docs):
+        topic = rng.randrange(topics)
+        length = rng.randint(10, 40)
+        text = " ".join(
+            rng.choice(vocab[topic]) if rng.random() < 0.5 else rng.choice(common if rng.random() < 0.5 else words)
+            for _ in range(length)
+        )
+        docs[f"d{i}"] = (topic, text.capitalize() + ".")
+    queries: dict[str, tuple[int, list[str]]] = {}
+    for i in range(num_queries):
+        topic = rng.randrange(topics)
+        queries[f"q{i}"] = (topic, rng.sample(vocab[topic], rng.randint(2, 4)))
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with (folder / "corpus.jsonl").open("w", encoding="utf-8") as out:
+        for did, (_, text) in docs.items():
+            out.write(json.dumps({"_id": did, "title": "", "text": text}) + "\n")
+    with (folder / "queries.jsonl").open("w", encoding="utf-8") as out:
+        for qid, (_, terms) in queries.items():
+            out.write(json.dumps({"_id": qid, "text": " ".join(terms)}) + "\n")
+    with (folder / "qrels" / "test.tsv").open("w", encoding="utf-8") as out:
+        out.write("query-id\tcorpus-id\tscore\n")
+        for qid, (topic, terms) in queries.items():
+            for did, (doc_topic, text) in docs.items():
+                present = set(text.lower().rstrip(".").split())
+                if doc_topic == topic and all(t in present for t in terms):
+                    out.write(f"{qid}\t{did}\t1\n")
+
+
+def bm25_teacher_scores(
+    folder: Path, candidates: int = 24, negatives: int = 8, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Per query: BM25's top ``candidates`` plus ``negatives`` random passages, scored by BM25 mapped
+    linearly onto LOW_LOGIT..HIGH_LOGIT (the 99th percentile of BM25 over all pairs maps to HIGH)."""
+    import bm25s
+    import numpy as np
+
+    from ..evaluation.beir import load_beir
+
+    dataset = load_beir(folder, judged_only=False)
+    doc_ids = list(dataset.corpus)
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize([dataset.corpus[d] for d in doc_ids], show_progress=False), show_progress=False)
+    rng = random.Random(seed)
+    raw: dict[str, dict[str, float]] = {}
+    for qid, text in dataset.queries.items():
+        tokens = bm25s.tokenize([text], show_progress=False, return_ids=False)[0]
+        if not tokens:
+            continue
+        all_scores = np.asarray(retriever.get_scores(tokens))
+        top = [int(i) for i in np.argsort(-all_scores)[:candidates]]
+        others = [i for i in range(len(doc_ids)) if i not in set(top)]
+        chosen = top + rng.sample(others, min(negatives, len(others)))
+        raw[qid] = {doc_ids[i]: float(all_scores[i]) for i in chosen}
+    high = float(np.percentile([s for docs in raw.values() for s in docs.values()], 99)) or 1.0
+    scale = (HIGH_LOGIT - LOW_LOGIT) / high
+    return {q: {d: round(LOW_LOGIT + scale * s, 4) for d, s in docs.items()} for q, docs in raw.items()}
+
+
+def build_trained_checkpoint(
+    path: str | Path,
+    size: str = "tiny",
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    tokenizer: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Write an Ettin-shaped ``CrossEncoder`` distilled from a BM25 teacher to ``path`` (cached).
+
+    ``path/fixture.json`` reports the run: held-out agreement with the teacher before and after,
+    the loss, and the trained model's within-query score spread.
+    """
+    from ..engine import EttinReranker
+    from ..evaluation.beir import load_beir
+    from ..testing import build_checkpoint
+    from .agreement import score_spread
+    from .pipeline import distill
+    from .teacher import write_scores
+    from .training import TrainingOptions
+
+    path = Path(path)
+    if (path / "fixture.json").is_file() and (path / "modules.json").is_file() and not overwrite:
+        return path
+    work = path.with_name(path.name + ".build")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    initial = build_checkpoint(
+        work / "initial", size, tokenizer=tokenizer, seed=seed, initializer_range=0.02, score_scale=1.0, score_shift=0.0
+    )
+    data = work / "data"
+    generate_collection(data, seed=seed)
+    teacher = bm25_teacher_scores(data, seed=seed)
+    write_scores(work / "teacher.jsonl", teacher)
+    options = TrainingOptions(
+        max_steps=steps or DEFAULT_STEPS.get(size, 600),
+        batch_size=32,
+        learning_rate=1e-3 if size == "tiny" else 5e-4,
+        eval_steps=0,
+        save_steps=10_000,
+        logging_steps=25,
+        seed=seed,
+        max_length=128,
+        device=None,  # CUDA when present: minutes there, about ten on 2 CPU cores for 17m
+        progress=progress,
+    )
+    report = distill(work / "teacher.jsonl", initial, work / "run", data=data, options=options, held_out=0.1)
+    if path.exists():
+        shutil.rmtree(path)
+    shutil.move(report.model_dir, path)
+    dataset = load_beir(data, judged_only=False)
+    engine = EttinReranker(str(path), device="cpu")
+    sample = sorted(teacher)[:20]
+    trained = [engine.score(dataset.queries[q], [dataset.corpus[d] for d in teacher[q]]) for q in sample]
+    info: dict[str, Any] = {
+        "size": size,
+        "teacher": "BM25 over a generated topical corpus, mapped linearly onto about -8..12",
+        "steps": options.max_steps,
+        "agreement_before": report.before,
+        "agreement_after": report.after,
+        "first_loss": report.first_loss,
+        "last_loss": report.last_loss,
+        "training_seconds": report.seconds.get("training"),
+        "score_spread": score_spread(trained),
+        "teacher_spread": score_spread([list(teacher[q].values()) for q in sample]),
+        "median_teacher_logit": statistics.median(s for docs in teacher.values() for s in docs.values()),
+    }
+    (path / "fixture.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    shutil.copytree(data, path / "fixture-data")
+    write_scores(path / "fixture-data" / "teacher.jsonl", teacher)
+    shutil.rmtree(work, ignore_errors=True)
+    return path

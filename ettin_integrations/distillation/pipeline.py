@@ -1,0 +1,221 @@
+"""Distil a teacher reranker into a small student on your own documents, in one call.
+
+Steps: load queries and corpus; mine candidates per query (BM25 or an embedder); score them with
+the teacher through the engine (cached on disk, so a stopped run resumes) or read precomputed
+teacher scores; hold out some queries; measure the student's agreement with the teacher on them;
+train with ``CrossEncoderTrainer`` + ``MSELoss`` on the teacher's logits; measure again on the saved
+model, which ``EttinReranker`` and ``CrossEncoder`` both load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..evaluation.beir import BeirDataset, load_beir, load_beir_files
+from .agreement import agreement
+from .teacher import TeacherScores, engine_scorer, read_scores, score_with_cache
+from .training import TrainingOptions, held_out_scores, resolve_model, train_student
+
+logger = logging.getLogger("ettin_integrations")
+
+
+@dataclass
+class DistillReport:
+    """What a distillation run did and measured; also written to ``OUTPUT/report.json``."""
+
+    model_dir: str
+    before: dict[str, float]
+    after: dict[str, float]
+    teacher_reference: dict[str, float]
+    train_queries: int
+    held_out_queries: int
+    train_pairs: int
+    first_loss: float | None
+    last_loss: float | None
+    seconds: dict[str, float] = field(default_factory=dict)
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_data(
+    data: str | Path | None = None,
+    queries: str | Path | None = None,
+    corpus: str | Path | None = None,
+    qrels: str | Path | None = None,
+    split: str = "test",
+) -> BeirDataset:
+    """A BEIR folder (``data``), or BEIR-style ``queries`` + ``corpus`` JSONL files (+ optional qrels
+    TSV). Every query is kept: training needs no judgements; qrels, when present, add nDCG@10."""
+    if data is not None:
+        if queries is not None or corpus is not None:
+            raise ValueError("pass either a BEIR folder or queries + corpus files, not both")
+        return load_beir(data, split, judged_only=False)
+    if queries is None or corpus is None:
+        raise ValueError("pass a BEIR folder, or both a queries and a corpus JSONL file")
+    return load_beir_files(corpus, queries, qrels, judged_only=False)
+
+
+def mine_candidates(dataset: BeirDataset, k: int, embedder: str | None = None) -> dict[str, list[str]]:
+    """Top-``k`` first-stage candidates per query: BM25 (bm25s), or ``embedder``'s cosine similarity."""
+    from ..evaluation.metrics import bm25_run, embedder_run
+
+    run = embedder_run(dataset, k, embedder) if embedder else bm25_run(dataset, k)
+    return {q: list(docs) for q, docs in run.items() if len(docs) >= 2}
+
+
+def split_queries(query_ids: list[str], held_out: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train, held-out) query ids: a seeded shuffle, at least one query on each side."""
+    if len(query_ids) < 2:
+        raise ValueError(f"distillation needs at least 2 queries with candidates, got {len(query_ids)}")
+    if not 0 < held_out < 1:
+        raise ValueError(f"held_out must be a fraction between 0 and 1, got {held_out}")
+    shuffled = sorted(query_ids)
+    random.Random(seed).shuffle(shuffled)
+    count = min(len(shuffled) - 1, max(1, round(held_out * len(shuffled))))
+    return shuffled[count:], shuffled[:count]
+
+
+def _ndcg(dataset: BeirDataset, scores: TeacherScores) -> dict[str, float]:
+    judged = {q: docs for q, docs in scores.items() if q in dataset.qrels}
+    if not judged:
+        return {}
+    from ..evaluation.metrics import metrics
+
+    subset = BeirDataset(dataset.corpus, {q: dataset.queries[q] for q in judged}, {q: dataset.qrels[q] for q in judged})
+    return {"nDCG@10": metrics(subset, judged, k=10)["nDCG@10"]}
+
+
+def _measure(
+    model: str, dataset: BeirDataset, teacher: TeacherScores, device: str | None, max_length: int, local: bool
+) -> dict[str, float]:
+    """Agreement with the teacher (and nDCG@10 against qrels) of ``model`` through the engine."""
+    from ..engine import EttinReranker
+
+    engine = EttinReranker(model, device=device or "auto", max_length=max_length, local_files_only=local)
+    student = held_out_scores(
+        lambda pairs: engine.score_pairs([q for q, _ in pairs], [d for _, d in pairs]),
+        dataset.queries,
+        dataset.corpus,
+        teacher,
+    )
+    result = agreement([list(student[q].values()) for q in teacher], [list(teacher[q].values()) for q in teacher])
+    return {**result, **_ndcg(dataset, student)}
+
+
+def distill(
+    teacher: str | Path,
+    student: str | Path,
+    output_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    queries: str | Path | None = None,
+    corpus: str | Path | None = None,
+    qrels: str | Path | None = None,
+    split: str = "test",
+    candidates: int = 30,
+    embedder: str | None = None,
+    held_out: float = 0.2,
+    options: TrainingOptions | None = None,
+    teacher_options: dict[str, Any] | None = None,
+    local_files_only: bool = False,
+) -> DistillReport:
+    """Make ``student`` follow ``teacher`` on your documents; returns (and saves) the report.
+
+    Args:
+        teacher: Hub id or local directory of a cross-encoder, or a ``.jsonl`` file of precomputed
+            scores (``{"query_id", "doc_id", "score"}`` per line; its pairs are the training pairs).
+        student: Hub id, local directory, or an Ettin size (``"17m"``) to start from.
+        output_dir: Holds teacher_scores.jsonl (the resumable cache), checkpoints/, model/ and report.json.
+        data: BEIR folder; or ``queries`` + ``corpus`` JSONL files (+ ``qrels`` TSV).
+        candidates: First-stage candidates mined per query (BM25 unless ``embedder`` is given).
+        held_out: Fraction of queries kept out of training for the before/after measurement.
+        options: Training options (steps, batch size, learning rate, eval/save steps, seed, ...).
+        teacher_options: Engine options for the teacher (device, dtype, batch_tokens, ...).
+
+    Example::
+
+        report = distill("cross-encoder/ettin-reranker-150m-v1", "17m", "out", data="my-beir-folder")
+        report.before["mean_kendall_tau"], report.after["mean_kendall_tau"]
+    """
+    options = options or TrainingOptions()
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    dataset = load_data(data, queries, corpus, qrels, split)
+    seconds: dict[str, float] = {}
+
+    started = time.perf_counter()
+    teacher_text = str(teacher)
+    if teacher_text.endswith(".jsonl") and Path(teacher_text).is_file():
+        given = read_scores(teacher_text)
+        scores = {
+            q: {d: s for d, s in docs.items() if d in dataset.corpus}
+            for q, docs in given.items()
+            if q in dataset.queries
+        }
+        scores = {q: docs for q, docs in scores.items() if len(docs) >= 2}
+        if not scores:
+            raise ValueError(f"{teacher_text} scores no (query, document) pair of this dataset (check the ids)")
+    else:
+        pool = mine_candidates(dataset, candidates, embedder)
+        seconds["mining"] = time.perf_counter() - started
+        started = time.perf_counter()
+        scorer = engine_scorer(
+            resolve_model(teacher_text),
+            dataset.queries,
+            dataset.corpus,
+            pool,
+            **{"local_files_only": local_files_only, "device": options.device or "auto", **(teacher_options or {})},
+        )
+        scores = score_with_cache(pool, scorer, output / "teacher_scores.jsonl")
+    seconds["teacher"] = time.perf_counter() - started
+
+    train_ids, held_ids = split_queries(list(scores), held_out, options.seed)
+    held_teacher = {q: scores[q] for q in held_ids}
+    rows: dict[str, list[Any]] = {"query": [], "document": [], "label": []}
+    for q in train_ids:
+        for d, s in scores[q].items():
+            rows["query"].append(dataset.queries[q])
+            rows["document"].append(dataset.corpus[d])
+            rows["label"].append(s)
+
+    started = time.perf_counter()
+    student_name = resolve_model(str(student))
+    before = _measure(student_name, dataset, held_teacher, options.device, options.max_length, local_files_only)
+    seconds["evaluation"] = time.perf_counter() - started
+    started = time.perf_counter()
+    model_dir, history = train_student(
+        student_name,
+        rows,
+        (dataset.queries, dataset.corpus, held_teacher),
+        output,
+        options,
+        local_files_only=local_files_only,
+    )
+    seconds["training"] = time.perf_counter() - started
+    started = time.perf_counter()
+    after = _measure(str(model_dir), dataset, held_teacher, options.device, options.max_length, True)
+    seconds["evaluation"] += time.perf_counter() - started
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    report = DistillReport(
+        model_dir=str(model_dir),
+        before=before,
+        after=after,
+        teacher_reference=_ndcg(dataset, held_teacher),
+        train_queries=len(train_ids),
+        held_out_queries=len(held_ids),
+        train_pairs=len(rows["label"]),
+        first_loss=losses[0] if losses else None,
+        last_loss=losses[-1] if losses else None,
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+        log_history=history,
+    )
+    (output / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return report

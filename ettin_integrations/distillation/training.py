@@ -1,0 +1,161 @@
+"""Train a student cross-encoder on teacher logits: sentence-transformers' ``CrossEncoderTrainer``
+with its ``MSELoss``, the recipe the Ettin rerankers themselves were trained with.
+
+Nothing here is a training loop: the trainer brings batching, the optimizer and schedule, progress
+bars, evaluation every N steps, checkpoints and resuming; this module only lays out the data and
+the options.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .agreement import agreement
+
+logger = logging.getLogger("ettin_integrations")
+
+#: Sizes of the released Ettin rerankers: ``student="17m"`` starts from that model.
+ETTIN_RERANKERS = ("17m", "32m", "68m", "150m", "400m", "1b")
+
+
+def resolve_model(name: str) -> str:
+    """``"17m"`` -> ``"cross-encoder/ettin-reranker-17m-v1"``; hub ids and directories unchanged."""
+    return f"cross-encoder/ettin-reranker-{name}-v1" if name in ETTIN_RERANKERS else name
+
+
+def _option(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainingOptions:
+    """What the trainer needs beyond data (the CLI's flags are derived from these fields)."""
+
+    max_steps: int = _option(1000, "optimizer steps to train")
+    batch_size: int = _option(32, "pairs per step")
+    learning_rate: float = _option(5e-5, "peak learning rate (linear warm-up, then linear decay)")
+    warmup_ratio: float = _option(0.1, "share of the steps spent warming up")
+    eval_steps: int = _option(100, "measure agreement on held-out queries every N steps (0: only before/after)")
+    save_steps: int = _option(200, "write a resumable checkpoint every N steps")
+    logging_steps: int = _option(20, "log the loss every N steps")
+    seed: int = _option(0, "seed for the query split, data order and initialisation")
+    max_length: int = _option(512, "longest (query, document) pair in tokens during training and evaluation")
+    device: str | None = _option(None, "device to train on (default: CUDA when present)")
+    progress: bool = _option(True, "show progress bars")
+
+
+def _evaluator_class() -> type:
+    from sentence_transformers.evaluation import SentenceEvaluator
+
+    class TeacherAgreementEvaluator(SentenceEvaluator):
+        """The student's agreement with the teacher on held-out queries, logged every ``eval_steps``."""
+
+        def __init__(self, queries: dict[str, str], corpus: dict[str, str], teacher: dict[str, dict[str, float]]):
+            super().__init__()
+            self.queries, self.corpus, self.teacher = queries, corpus, teacher
+            self.primary_metric = "mean_kendall_tau"
+
+        def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict:
+            metrics = held_out_agreement(
+                lambda pairs: model.predict(pairs, show_progress_bar=False), self.queries, self.corpus, self.teacher
+            )
+            return self.prefix_name_to_metrics(metrics, "held_out")
+
+        def store_metrics_in_model_card_data(self, *args: Any, **kwargs: Any) -> None:
+            pass  # the run's report keeps them; the model card would list an unknown evaluator
+
+    return TeacherAgreementEvaluator
+
+
+def held_out_scores(
+    predict: Callable[[list[tuple[str, str]]], Sequence[float]],
+    queries: dict[str, str],
+    corpus: dict[str, str],
+    teacher: dict[str, dict[str, float]],
+) -> dict[str, dict[str, float]]:
+    """``predict``'s scores (pairs -> scores, one batched call) for every pair ``teacher`` scored."""
+    flat = iter(float(s) for s in predict([(queries[q], corpus[d]) for q, docs in teacher.items() for d in docs]))
+    return {q: {d: next(flat) for d in docs} for q, docs in teacher.items()}
+
+
+def held_out_agreement(
+    predict: Callable[[list[tuple[str, str]]], Sequence[float]],
+    queries: dict[str, str],
+    corpus: dict[str, str],
+    teacher: dict[str, dict[str, float]],
+) -> dict[str, float]:
+    """Agreement of ``predict`` with the teacher's scores on every query of ``teacher``."""
+    student = held_out_scores(predict, queries, corpus, teacher)
+    return agreement([list(student[q].values()) for q in teacher], [list(teacher[q].values()) for q in teacher])
+
+
+def train_student(
+    student: str,
+    train_rows: dict[str, list[Any]],
+    held_out: tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]],
+    output_dir: Path,
+    options: TrainingOptions,
+    local_files_only: bool = False,
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Train ``student`` on ``train_rows`` (columns query, document, label), resuming from the last
+    checkpoint in ``output_dir/checkpoints``; saves to ``output_dir/model``. Returns that directory
+    and the trainer's log history (losses and evaluations)."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+    from sentence_transformers.cross_encoder.losses import MSELoss
+    from transformers.trainer_utils import get_last_checkpoint
+
+    model = CrossEncoder(
+        resolve_model(student),
+        num_labels=1,
+        max_length=options.max_length,
+        device=options.device,
+        local_files_only=local_files_only,
+    )
+    if model.num_labels != 1:
+        raise ValueError(f"student {student!r} predicts {model.num_labels} labels; a reranker outputs one score.")
+    checkpoints = output_dir / "checkpoints"
+    on_cuda = options.device != "cpu" and torch.cuda.is_available()
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(checkpoints),
+        max_steps=options.max_steps,
+        per_device_train_batch_size=options.batch_size,
+        learning_rate=options.learning_rate,
+        warmup_ratio=options.warmup_ratio,
+        eval_strategy="steps" if options.eval_steps else "no",
+        eval_steps=options.eval_steps or None,
+        save_strategy="steps",
+        save_steps=options.save_steps,
+        save_total_limit=2,
+        logging_steps=options.logging_steps,
+        seed=options.seed,
+        data_seed=options.seed,
+        bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        use_cpu=options.device == "cpu",
+        report_to="none",
+        disable_tqdm=not options.progress,
+        dataloader_num_workers=0,
+    )
+    trainer = CrossEncoderTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict(train_rows),
+        loss=MSELoss(model),
+        evaluator=_evaluator_class()(*held_out) if options.eval_steps else None,
+    )
+    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if resume:
+        logger.warning("Resuming training from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+    final = output_dir / "model"
+    model.save(str(final))
+    return final, list(trainer.state.log_history)

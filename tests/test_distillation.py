@@ -1,0 +1,111 @@
+"""Distillation: teacher cache and resume, the query split, the CLI, and a real (tiny) training run
+whose student must come measurably closer to its teacher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("datasets", reason="distillation needs the [distill] extra")
+pytest.importorskip("accelerate", reason="distillation needs the [distill] extra")
+
+from ettin_integrations.cli import main
+from ettin_integrations.distillation.pipeline import split_queries
+from ettin_integrations.distillation.teacher import read_scores, score_with_cache, write_scores
+
+TINY_BEIR = Path(__file__).resolve().parent.parent / "examples" / "data" / "tiny-beir"
+
+
+def test_distilled_student_comes_closer_to_its_teacher_and_the_loss_falls(trained_tiny):
+    info = json.loads((trained_tiny / "fixture.json").read_text())
+    before, after = info["agreement_before"], info["agreement_after"]
+    assert after["mean_kendall_tau"] - before["mean_kendall_tau"] >= 0.2, (before, after)
+    assert after["mean_top10_overlap"] > before["mean_top10_overlap"]
+    assert info["last_loss"] < 0.8 * info["first_loss"]
+    # A spread of scores within a query, unlike random weights (0.004-0.013).
+    assert info["score_spread"]["median_within_query_range"] > 2.0
+
+
+def test_distilled_model_loads_in_the_engine_and_in_sentence_transformers_alike(trained_tiny):
+    from sentence_transformers import CrossEncoder
+
+    from ettin_integrations import EttinReranker
+
+    docs = ["city river music film album", "protein gene disease treatment", "the of and to"]
+    ours = EttinReranker(str(trained_tiny), device="cpu").score("river city", docs)
+    reference = CrossEncoder(str(trained_tiny), device="cpu").predict([("river city", d) for d in docs])
+    assert ours == pytest.approx([float(s) for s in reference], abs=1e-4)
+
+
+def test_teacher_cache_scores_each_pair_once_and_resumes(tmp_path):
+    candidates = {"q1": ["a", "b"], "q2": ["c", "d", "e"], "q3": ["f", "g"]}
+    asked: list[list[str]] = []
+
+    def score(query_ids):
+        asked.append(query_ids)
+        if "q3" in query_ids and len(asked) == 2:
+            raise KeyboardInterrupt  # the run is stopped half way
+        return [[float(len(q) + i) for i in range(len(candidates[q]))] for q in query_ids]
+
+    cache = tmp_path / "teacher_scores.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        score_with_cache(candidates, score, cache, queries_per_call=2)
+    assert set(read_scores(cache)) == {"q1", "q2"}  # the finished call was flushed
+    scores = score_with_cache(candidates, score, cache, queries_per_call=2)
+    assert asked[-1] == ["q3"]  # only what was missing
+    assert scores == {q: {d: float(2 + i) for i, d in enumerate(docs)} for q, docs in candidates.items()}
+    calls = len(asked)
+    assert score_with_cache(candidates, score, cache) == scores and len(asked) == calls
+
+
+def test_teacher_score_files_are_checked_line_by_line(tmp_path):
+    good = tmp_path / "scores.jsonl"
+    write_scores(good, {"q": {"d1": 1.5, "d2": -3.0}})
+    assert read_scores(good) == {"q": {"d1": 1.5, "d2": -3.0}}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query_id": "q", "doc_id": "d", "score": 1}\n{"query_id": "q", "doc_id": "e"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl, line 2"):
+        read_scores(bad)
+    bad.write_text('{"query_id": "q", "doc_id": "d", "score": "high"}\n')
+    with pytest.raises(ValueError, match="score must be a number"):
+        read_scores(bad)
+
+
+def test_query_split_is_seeded_disjoint_and_never_empty():
+    ids = [f"q{i}" for i in range(10)]
+    train, held = split_queries(ids, 0.2, seed=3)
+    assert (train, held) == split_queries(list(reversed(ids)), 0.2, seed=3)
+    assert len(held) == 2 and not set(train) & set(held) and set(train) | set(held) == set(ids)
+    assert split_queries(["a", "b"], 0.9, seed=0)[0]  # at least one training query
+    with pytest.raises(ValueError, match="at least 2 queries"):
+        split_queries(["a"], 0.2, seed=0)
+
+
+def test_cli_distills_with_a_model_teacher_and_resumes(tmp_path, trained_tiny, tiny_checkpoint, capsys):
+    out = tmp_path / "run"
+    argv = ["distill", "--teacher", str(trained_tiny), "--student", tiny_checkpoint, "--data", str(TINY_BEIR),
+            "--out", str(out), "--max-steps", "4", "--save-steps", "2", "--eval-steps", "2", "--batch-size", "8",
+            "--held-out", "0.34", "--device", "cpu", "--no-progress", "--offline", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["held_out_queries"] == 2 and report["train_queries"] == 4
+    assert set(report["before"]) >= {"mean_kendall_tau", "mean_top10_overlap", "nDCG@10"}
+    assert (out / "model" / "modules.json").is_file() and (out / "report.json").is_file()
+    assert list((out / "checkpoints").glob("checkpoint-4"))
+    cached = (out / "teacher_scores.jsonl").read_text().splitlines()
+    teacher = read_scores(out / "teacher_scores.jsonl")
+    assert len(teacher) == 6 and sum(len(d) for d in teacher.values()) == len(cached) > report["train_pairs"]
+    # Again with more steps: the teacher cache is reused (not one line more) and training resumes.
+    again = [a if a != "4" else "6" for a in argv]
+    assert main(again) == 0
+    captured = capsys.readouterr()
+    assert "Resuming training from" in captured.err and "checkpoint-4" in captured.err
+    assert (out / "teacher_scores.jsonl").read_text().splitlines() == cached
+    assert list((out / "checkpoints").glob("checkpoint-6"))
+
+
+def test_cli_distill_needs_data(tmp_path, capsys):
+    assert main(["distill", "--teacher", "t", "--student", "s", "--out", str(tmp_path)]) == 2
+    assert "BEIR folder" in capsys.readouterr().err
