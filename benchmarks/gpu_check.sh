@@ -19,3 +19,10 @@ python -m pytest -q -p no:cacheprovider -m gpu tests/test_varlen.py tests/test_r
 python -m ettin_integrations.benchmarking.run --device cuda --max-length 512 --sizes ${SIZES:-17m 150m 1b} \
   --queries ${QUERIES:-40} --k 50 --repeats 3 --out "$out" \
   --variants predict predict_bf16_bs64 ours ours_cache ours_compile ours_graphs ours_bt8192 ours_bt16384 ours_bt32768 ours_bt131072
+# Precision on the trained fixture (built there, once: training needs the [distill] extra, i.e.
+# sentence-transformers[train], bm25s and ir-measures; carry their wheels to a machine without network).
+if python -c "import datasets, accelerate, bm25s, ir_measures" 2>/dev/null; then
+  python -m ettin_integrations.benchmarking.precision --trained 17m --device cuda --out "$out/precision"
+else
+  echo "precision: skipped (pip install 'sentence-transformers[train]' bm25s ir-measures to run it)"
+fi

@@ -438,22 +438,26 @@ def _distill(args: argparse.Namespace, out: TextIO) -> int:
         options.progress = False
     if args.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
+    import contextlib
+
     try:
-        report = distill(
-            args.teacher,
-            args.student,
-            args.out,
-            data=args.data,
-            queries=args.queries,
-            corpus=args.corpus,
-            qrels=args.qrels,
-            split=args.split,
-            candidates=args.candidates,
-            embedder=args.embedder,
-            held_out=args.held_out,
-            options=options,
-            local_files_only=args.offline or os.environ.get("HF_HUB_OFFLINE") == "1",
-        )
+        # The trainer prints its logs to stdout; stdout belongs to the report (JSON must parse).
+        with contextlib.redirect_stdout(sys.stderr):
+            report = distill(
+                args.teacher,
+                args.student,
+                args.out,
+                data=args.data,
+                queries=args.queries,
+                corpus=args.corpus,
+                qrels=args.qrels,
+                split=args.split,
+                candidates=args.candidates,
+                embedder=args.embedder,
+                held_out=args.held_out,
+                options=options,
+                local_files_only=args.offline or os.environ.get("HF_HUB_OFFLINE") == "1",
+            )
     except (DatasetError, ValueError, OSError) as exc:
         raise CliError(_as_flags(" ".join(str(exc).split()))) from None
     if args.json:

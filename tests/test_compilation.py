@@ -54,6 +54,7 @@ class _FakeCompile:
         self.calls = 0
         self.threads: set[str] = set()
         self.modes: list[str] = []
+        self.max_lengths: list[int] = []
 
     def __call__(self, fn, mode: str = "default", dynamic: bool | None = None):
         self.modes.append(mode)
@@ -61,6 +62,8 @@ class _FakeCompile:
         def compiled(*args, **kwargs):
             self.calls += 1
             self.threads.add(threading.current_thread().name)
+            if "max_length_q" in kwargs:
+                self.max_lengths.append(kwargs["max_length_q"])
             if self.fail_on_call is not None and self.calls >= self.fail_on_call:
                 raise RuntimeError("InductorError: no working C compiler")
             out = fn(*args, **kwargs)
@@ -116,6 +119,17 @@ def test_default_mode_needs_no_buckets_and_reports_its_path(tiny_checkpoint, fak
     assert engine.score(QUERY, DOCUMENTS) == pytest.approx(_eager(tiny_checkpoint).score(QUERY, DOCUMENTS), abs=1e-5)
     assert fake.calls > before and fake.threads == {threading.current_thread().name}
     assert "forward_path=" in repr(engine) and _eager(tiny_checkpoint).forward_path == "eager"
+
+
+def test_compiled_packed_batches_report_power_of_two_longest_lengths(tiny_checkpoint, fake_compile):
+    """Without graphs the shapes stay free, but the kernel's longest length (a plain int a compiled
+    graph may specialise on) takes few values."""
+    fake = fake_compile()
+    engine = _eager(tiny_checkpoint, attention="ettin_varlen", compile="default", batch_tokens=200)
+    expected = _eager(tiny_checkpoint, attention="ettin_varlen").score(QUERY, DOCUMENTS)
+    assert engine.score(QUERY, DOCUMENTS) == pytest.approx(expected, abs=1e-5)
+    real_calls = fake.max_lengths[1:]  # the first is the load-time check
+    assert len(real_calls) >= 2 and all(n & (n - 1) == 0 for n in real_calls), fake.max_lengths
 
 
 def test_compile_failure_at_load_falls_back_to_eager_with_one_warning(tiny_checkpoint, fake_compile, caplog):

@@ -90,13 +90,14 @@ def test_cli_distills_with_a_model_teacher_and_resumes(tmp_path, trained_tiny, t
             "--held-out", "0.34", "--device", "cpu", "--no-progress", "--offline", "--json"]  # fmt: skip
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["held_out_queries"] == 2 and report["train_queries"] == 4
+    assert report["held_out_queries"] == 2 and report["train_queries"] >= 3
     assert set(report["before"]) >= {"mean_kendall_tau", "mean_top10_overlap", "nDCG@10"}
     assert (out / "model" / "modules.json").is_file() and (out / "report.json").is_file()
     assert list((out / "checkpoints").glob("checkpoint-4"))
     cached = (out / "teacher_scores.jsonl").read_text().splitlines()
     teacher = read_scores(out / "teacher_scores.jsonl")
-    assert len(teacher) == 6 and sum(len(d) for d in teacher.values()) == len(cached) > report["train_pairs"]
+    assert len(teacher) == report["train_queries"] + report["held_out_queries"]  # every mined query scored
+    assert sum(len(d) for d in teacher.values()) == len(cached) > report["train_pairs"]
     # Again with more steps: the teacher cache is reused (not one line more) and training resumes.
     again = [a if a != "4" else "6" for a in argv]
     assert main(again) == 0

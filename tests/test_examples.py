@@ -69,3 +69,18 @@ def test_ray_example_in_a_loopback_namespace(tiny_checkpoint):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Ray Data ") == 3 and done.stdout.count("Ray Serve ") == 3
+
+
+def test_distillation_example_runs_on_tiny_shapes(tmp_path, trained_tiny, tiny_checkpoint):
+    out = _run(
+        "distill_your_domain.py",
+        "--data", str(EXAMPLES / "data" / "tiny-beir"),
+        "--teacher", str(trained_tiny),
+        "--student", tiny_checkpoint,
+        "--out", str(tmp_path / "distilled"),
+        "--max-steps", "2",
+    )  # fmt: skip
+    lines = out.splitlines()
+    assert any(line.startswith("mean_kendall_tau: ") and " -> " in line for line in lines)
+    assert f"saved: {tmp_path / 'distilled' / 'model'}" in lines
+    assert len([line for line in lines if line.endswith(("Shakespeare.", "France."))]) == 2

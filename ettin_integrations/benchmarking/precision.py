@@ -103,10 +103,21 @@ def measure(
     return rows
 
 
+def cpu_bf16_support() -> str:
+    """The CPU's native bfloat16 instructions (Linux), which decide whether bf16 pays off there."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    found = [f for f in ("amx_bf16", "avx512_bf16") if f in flags.split()]
+    return ", ".join(found) or "none"
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     lines = [
-        f"Machine: {env['machine']}; device: {env['device']}; date: {env['date']}; torch {env['torch']}",
+        f"Machine: {env['machine']} (native bf16: {env.get('cpu_bf16', '-')}); device: {env['device']}; "
+        f"date: {env['date']}; torch {env['torch']}",
         f"Command: `{env['command']}`",
         "",
     ]
@@ -171,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "environment": {
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.backends.cpu.get_cpu_capability()}",
+            "cpu_bf16": cpu_bf16_support(),
             "device": args.device + (f" ({torch.cuda.get_device_name()})" if cuda else ""),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "torch": torch.__version__,

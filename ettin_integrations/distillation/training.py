@@ -49,9 +49,12 @@ class TrainingOptions:
 
 
 def _evaluator_class() -> type:
-    from sentence_transformers.evaluation import SentenceEvaluator
+    try:  # sentence-transformers 6
+        from sentence_transformers.base.evaluation import BaseEvaluator
+    except ImportError:  # 5.x
+        from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator  # type: ignore[no-redef]
 
-    class TeacherAgreementEvaluator(SentenceEvaluator):
+    class TeacherAgreementEvaluator(BaseEvaluator):
         """The student's agreement with the teacher on held-out queries, logged every ``eval_steps``."""
 
         def __init__(self, queries: dict[str, str], corpus: dict[str, str], teacher: dict[str, dict[str, float]]):
@@ -114,15 +117,12 @@ def train_student(
     from sentence_transformers.cross_encoder.losses import MSELoss
     from transformers.trainer_utils import get_last_checkpoint
 
-    model = CrossEncoder(
-        resolve_model(student),
-        num_labels=1,
-        max_length=options.max_length,
-        device=options.device,
-        local_files_only=local_files_only,
-    )
+    model = CrossEncoder(resolve_model(student), num_labels=1, device=options.device, local_files_only=local_files_only)
     if model.num_labels != 1:
         raise ValueError(f"student {student!r} predicts {model.num_labels} labels; a reranker outputs one score.")
+    # Train on short pairs, but save the student with its own context length (Ettin: 7999).
+    context = _max_length(model)
+    _set_max_length(model, min(options.max_length, context) if context else options.max_length)
     checkpoints = output_dir / "checkpoints"
     on_cuda = options.device != "cpu" and torch.cuda.is_available()
     args = CrossEncoderTrainingArguments(
@@ -157,5 +157,20 @@ def train_student(
         logger.warning("Resuming training from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
     final = output_dir / "model"
+    if context:
+        _set_max_length(model, context)
     model.save(str(final))
     return final, list(trainer.state.log_history)
+
+
+def _max_length(model: Any) -> int | None:
+    # sentence-transformers 6 calls it max_seq_length; 5.x CrossEncoder called it max_length.
+    value = getattr(model, "max_seq_length", None) if hasattr(type(model), "max_seq_length") else model.max_length
+    return int(value) if value else None
+
+
+def _set_max_length(model: Any, value: int) -> None:
+    if hasattr(type(model), "max_seq_length"):
+        model.max_seq_length = value
+    else:
+        model.max_length = value

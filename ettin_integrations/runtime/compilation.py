@@ -52,6 +52,11 @@ def bucket(n: int) -> int:
     return -(-n // step) * step
 
 
+def rounded_longest(longest: int, allowed: int) -> int:
+    """``longest`` rounded up to a power of two, but never past ``allowed`` (the model's limit)."""
+    return min(max(1 << (longest - 1).bit_length(), longest), max(allowed, longest))
+
+
 def packed_fillers(lengths: list[int], longest_allowed: int) -> tuple[list[int], int]:
     """Lengths of filler sequences that bring a packed batch to bucketed totals, and the bucketed
     longest length to report to the kernel.
@@ -61,7 +66,7 @@ def packed_fillers(lengths: list[int], longest_allowed: int) -> tuple[list[int],
     of two (capped at ``longest_allowed``, the most the model takes), so the kernel's reported
     maximum stays true.
     """
-    longest = min(max(1 << (max(lengths) - 1).bit_length(), max(lengths)), max(longest_allowed, max(lengths)))
+    longest = rounded_longest(max(lengths), longest_allowed)
     tokens, rows = sum(lengths), len(lengths)
     total = bucket(tokens)
     while True:

@@ -14,7 +14,7 @@ import torch
 from ..kernels.varlen import pack
 from . import forking
 from .batching import collate, plan_batches
-from .compilation import describe_failure, packed_fillers, padded_shape
+from .compilation import describe_failure, packed_fillers, padded_shape, rounded_longest
 from .loading import LoadedModel
 from .placement import PACKED_ATTENTION
 from .timings import StageTimes
@@ -80,7 +80,9 @@ class BatchedForward:
         if compilation is not None and not compilation.active:
             compilation = None
         with self.timings.stage("pack"):
-            features, shape = self._features(pairs, bucketed=compilation is not None and compilation.graphs)
+            features, shape = self._features(
+                pairs, compiled=compilation is not None, bucketed=compilation is not None and compilation.graphs
+            )
         with self.timings.stage("forward"):
             if compilation is None:
                 scores = self._scores(features)
@@ -94,9 +96,13 @@ class BatchedForward:
                     scores = self._scores(features)
             return scores[: len(pairs)]
 
-    def _features(self, pairs: list[EncodedPair], bucketed: bool) -> tuple[dict[str, Any], tuple[int, ...]]:
+    def _features(
+        self, pairs: list[EncodedPair], compiled: bool = False, bucketed: bool = False
+    ) -> tuple[dict[str, Any], tuple[int, ...]]:
         """Model inputs on the device, and their shape. ``bucketed``: filler rows round the shape up
-        to a :func:`~.compilation.bucket` size (their scores come last and are dropped)."""
+        to a :func:`~.compilation.bucket` size (their scores come last and are dropped). ``compiled``:
+        the packed kernel is told a power-of-two longest length, so a compiled graph that specialises
+        on that number meets at most a dozen values, not one per batch."""
         loaded = self.loaded
         rows = [p.input_ids for p in pairs]
         lengths = [len(r) for r in rows]
@@ -105,6 +111,8 @@ class BatchedForward:
             if bucketed:
                 fillers, longest = packed_fillers(lengths, loaded.max_length)
                 rows = rows + [[loaded.pad_token_id] * n for n in fillers]
+            elif compiled:
+                longest = rounded_longest(max(lengths), loaded.max_length)
             features = pack(rows, loaded.device, max_length=longest)
             return features, (int(features["input_ids"].shape[1]), len(rows), int(features["max_length_q"]))
         types = [p.token_type_ids or [] for p in pairs] if pairs[0].token_type_ids is not None else None
