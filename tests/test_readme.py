@@ -27,7 +27,7 @@ BLOCKS = [(lang, body) for lang, body in FENCE.findall(README)]
 PYTHON = [body for lang, body in BLOCKS if lang == "python"]
 BASH = [body for lang, body in BLOCKS if lang == "bash"]
 #: Appended to benchmark lines: the same commands on the tiny shape and a few requests, so CI stays short.
-BENCH_SMALL = " --sizes tiny --queries 2 --k 4 --repeats 1 --no-overhead"
+BENCH_SMALL = " --sizes tiny --queries 2 --k 4 --repeats 1 --no-overhead --variants predict ours"
 LOAD_SMALL = " --size tiny --clients 2 --requests 2 --k 4 --check 4"
 PRECISION_SMALL = " --trained tiny --queries 3 --repeats 1 --checkpoint {trained}"
 SERVE = next(line for body in BASH for line in body.splitlines() if line.startswith("ettin-rerank serve"))

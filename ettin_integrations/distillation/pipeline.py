@@ -38,6 +38,7 @@ class DistillReport:
     train_pairs: int
     first_loss: float | None
     last_loss: float | None
+    resumed_from: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -191,7 +192,7 @@ def distill(
     before = _measure(student_name, dataset, held_teacher, options.device, options.max_length, local_files_only)
     seconds["evaluation"] = time.perf_counter() - started
     started = time.perf_counter()
-    model_dir, history = train_student(
+    model_dir, history, resumed_from = train_student(
         student_name,
         rows,
         (dataset.queries, dataset.corpus, held_teacher),
@@ -214,6 +215,7 @@ def distill(
         train_pairs=len(rows["label"]),
         first_loss=losses[0] if losses else None,
         last_loss=losses[-1] if losses else None,
+        resumed_from=resumed_from,
         seconds={k: round(v, 2) for k, v in seconds.items()},
         log_history=history,
     )

@@ -103,10 +103,10 @@ def train_student(
     output_dir: Path,
     options: TrainingOptions,
     local_files_only: bool = False,
-) -> tuple[Path, list[dict[str, Any]]]:
+) -> tuple[Path, list[dict[str, Any]], str | None]:
     """Train ``student`` on ``train_rows`` (columns query, document, label), resuming from the last
-    checkpoint in ``output_dir/checkpoints``; saves to ``output_dir/model``. Returns that directory
-    and the trainer's log history (losses and evaluations)."""
+    checkpoint in ``output_dir/checkpoints``; saves to ``output_dir/model``. Returns that directory,
+    the trainer's log history (losses and evaluations) and the checkpoint it resumed from, if any."""
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
@@ -160,7 +160,7 @@ def train_student(
     if context:
         _set_max_length(model, context)
     model.save(str(final))
-    return final, list(trainer.state.log_history)
+    return final, list(trainer.state.log_history), resume
 
 
 def _max_length(model: Any) -> int | None:
