@@ -7,9 +7,10 @@ over the fixture's own held-out style queries and candidates (or the NQ-like wor
 
     python -m ettin_integrations.benchmarking.precision --trained 17m --device cpu --out OUT
 
-Variants: ``float32`` (the reference), ``bfloat16`` and ``float16`` (engine ``dtype``), ``int8``
-(CPU only: PyTorch dynamic quantization of every Linear layer, weights int8, activations
-quantized per batch). All run in one process, one after another, on the same pairs.
+Variants: ``float32`` (the reference), ``bfloat16`` and ``float16`` (engine ``dtype``: backbone in
+half precision, scoring head in float32), ``predict_bfloat16`` (sentence-transformers' ``predict``
+with the whole model in bf16), ``int8`` (CPU only: PyTorch dynamic quantization of every Linear
+layer). All run in one process, one after another, on the same pairs.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..distillation.agreement import agreement, score_spread
 from .workload import make_workload
 
-DEFAULT_VARIANTS = {"cpu": ["float32", "bfloat16", "int8"], "cuda": ["float32", "bfloat16", "float16"]}
+DEFAULT_VARIANTS = {
+    "cpu": ["float32", "bfloat16", "predict_bfloat16", "int8"],
+    "cuda": ["float32", "bfloat16", "predict_bfloat16", "float16"],
+}
 
 
 def _pairs_from_fixture(checkpoint: Path, queries: int) -> tuple[list[str], list[list[str]]] | None:
@@ -44,21 +49,41 @@ def _pairs_from_fixture(checkpoint: Path, queries: int) -> tuple[list[str], list
     return [dataset.queries[q] for q in chosen], [[dataset.corpus[d] for d in teacher[q]] for q in chosen]
 
 
-def _engine(checkpoint: str, variant: str, device: str, max_length: int | None) -> Any:
+Scorer = Callable[[list[str], list[list[str]]], list[list[float]]]
+
+
+def _scorer(checkpoint: str, variant: str, device: str) -> tuple[Scorer, str]:
+    """A batch scorer (raw logits per query) for ``variant``, and the dtype its backbone runs in."""
     import torch
 
     from ..engine import EttinReranker
     from ..runtime.loading import clear_model_cache
 
+    if variant == "predict_bfloat16":  # sentence-transformers' own bf16: its head rounds in bf16 too
+        from sentence_transformers import CrossEncoder
+
+        model = CrossEncoder(checkpoint, device=device, model_kwargs={"dtype": torch.bfloat16})
+
+        def predict(queries: list[str], candidates: list[list[str]]) -> list[list[float]]:
+            pairs = [(q, d) for q, docs in zip(queries, candidates) for d in docs]
+            it = iter(float(x) for x in model.predict(pairs, show_progress_bar=False))
+            return [[next(it) for _ in docs] for docs in candidates]
+
+        return predict, "bfloat16"
     if variant == "int8":
         if device != "cpu":
             raise ValueError("int8 dynamic quantization runs on the CPU only")
         clear_model_cache()  # quantization replaces layers in place: never in a model another engine holds
-        engine = EttinReranker(checkpoint, device="cpu", dtype="float32", max_length=max_length)
+        engine = EttinReranker(checkpoint, device="cpu", dtype="float32")
         torch.ao.quantization.quantize_dynamic(engine.cross_encoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
         clear_model_cache()
-        return engine
-    return EttinReranker(checkpoint, device=device, dtype=variant, max_length=max_length)
+    else:
+        engine = EttinReranker(checkpoint, device=device, dtype=variant)
+
+    def score(queries: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        return [d.raw_scores for d in engine.score_many(queries, candidates)]
+
+    return score, str(engine.dtype).replace("torch.", "")
 
 
 def measure(
@@ -72,26 +97,26 @@ def measure(
     pairs = sum(len(c) for c in candidates)
     for variant in variants:
         try:
-            engine = _engine(checkpoint, variant, device, None)
+            score, dtype = _scorer(checkpoint, variant, device)
         except Exception as exc:  # a dtype this device lacks: reported, not fatal
             rows.append({"variant": variant, "error": f"{type(exc).__name__}: {exc}"})
             continue
-        engine.score_many(queries[:2], candidates[:2])  # warm-up
+        score(queries[:2], candidates[:2])  # warm-up
         seconds = []
         scores: list[list[float]] = []
         for run in range(repeats):
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             started = time.perf_counter()
-            details = engine.score_many(queries, candidates)
+            result = score(queries, candidates)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds.append(time.perf_counter() - started)
             if run == 0:
-                scores = [d.raw_scores for d in details]
+                scores = result
         row: dict[str, Any] = {
             "variant": variant,
-            "dtype": str(engine.dtype).replace("torch.", ""),
+            "dtype": dtype,
             "pairs_per_second": pairs / statistics.median(seconds),
             "spread": score_spread(scores),
         }

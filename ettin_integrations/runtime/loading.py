@@ -23,6 +23,7 @@ from . import forking, shared
 from .batching import collate
 from .compilation import Compilation, enable_checked
 from .dependencies import check_dependencies
+from .head_precision import HALF, keep_head_in_float32
 from .placement import PACKED_ATTENTION, attention_candidates, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -272,6 +273,8 @@ def _wrap(cross_encoder: Any, spec: LoadSpec, device: torch.device, dtype: torch
     max_length = min(limits) if limits else 512
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     cross_encoder.eval()
+    if next(cross_encoder.parameters()).dtype in HALF:
+        keep_head_in_float32(cross_encoder)
     loaded = LoadedModel(
         cross_encoder=cross_encoder,
         tokenizer=tokenizer,
