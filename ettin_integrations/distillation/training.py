@@ -136,7 +136,7 @@ def train_student(
         save_strategy="steps",
         save_steps=options.save_steps,
         save_total_limit=2,
-        logging_steps=options.logging_steps,
+        logging_steps=max(1, min(options.logging_steps, options.max_steps // 4)),  # short runs log a loss too
         seed=options.seed,
         data_seed=options.seed,
         bf16=on_cuda and torch.cuda.is_bf16_supported(),
