@@ -125,6 +125,7 @@ async def test_info_and_metrics(engine):
         info = (await client.get("/info")).json()
         assert info["model"] == engine.model_name and info["device"] == "cpu" and info["dtype"] == "float32"
         assert info["attention"] == engine.attention and info["max_length"] == engine.max_length
+        assert info["forward_path"] == "eager" and info["compile"] is None
         assert info["options"] == engine.options
         await client.post("/v2/rerank", json={"query": QUERY, "documents": DOCUMENTS})
         text = (await client.get("/metrics")).text

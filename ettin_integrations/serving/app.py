@@ -285,12 +285,14 @@ def create_app(reranker: Any, settings: ServeSettings | None = None) -> FastAPI:
 
     @app.get("/info", dependencies=[Depends(authorize)])
     async def info() -> dict[str, Any]:
-        """What serves the requests: model, device, dtype, attention, limits and options."""
+        """What serves the requests: model, device, dtype, attention, forward path, limits and options."""
         return {
             "model": reranker.model_name,
             "device": str(reranker.device),
             "dtype": str(reranker.dtype).replace("torch.", ""),
             "attention": reranker.attention,
+            "forward_path": reranker.forward_path,
+            "compile": reranker.compile_stats,
             "max_length": reranker.max_length,
             "normalization": {
                 "cohere": "sigmoid",
