@@ -170,7 +170,9 @@ def test_real_torch_compile_matches_eager(tiny_checkpoint):
         engine = _eager(tiny_checkpoint, compile="default")
         if engine.forward_path != "torch.compile(mode='default')":
             pytest.skip(f"torch.compile unavailable here: {engine.forward_path}")
-        assert engine.compile_stats["compile_seconds"] > 0
+        stats = engine.compile_stats
+        assert stats["compile_seconds"] > 0
+        assert stats["process_graphs_compiled"] >= 1 and stats["process_compile_seconds"] > 0
         expected = _eager(tiny_checkpoint).score(QUERY, DOCUMENTS)
         assert engine.score(QUERY, DOCUMENTS) == pytest.approx(expected, abs=1e-3, rel=1e-3)
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1

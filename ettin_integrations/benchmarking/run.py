@@ -186,6 +186,11 @@ def to_markdown(report: dict[str, Any]) -> str:
                     else ""
                 )
                 compiled = f"compiled at load in {stats['compile_seconds']:.1f} s"
+                if stats.get("process_compile_seconds") is not None:
+                    compiled += (
+                        f" ({stats['process_graphs_compiled']} graphs, {stats['process_compile_seconds']:.1f} s "
+                        "compiling in the whole run, recompiles for new shapes included)"
+                    )
                 lines.append(f"{r['variant']}: {stats['path']}, {compiled}{graphs}")
         if any(r.get("compile") for r in rows):
             lines.append("")

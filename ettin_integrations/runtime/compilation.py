@@ -150,6 +150,7 @@ class Compilation:
             "capture_seconds": round(self.capture_seconds, 3) if self.graphs else None,
             "graphs": len(self.shapes) if self.graphs else None,
             "capture_memory_mb": round(self.capture_memory_bytes / 2**20, 1) if self.graphs else None,
+            **process_compile_totals(),
         }
 
     def run(self, shape: tuple[int, ...], call: Callable[[], T]) -> T:
@@ -176,6 +177,19 @@ class Compilation:
         self.capture_seconds += time.perf_counter() - started
         self.shapes.add(shape)
         return result
+
+
+def process_compile_totals() -> dict[str, Any]:
+    """Dynamo's own totals for this process: graphs compiled and seconds spent compiling, so
+    recompiles for new shapes after load are visible too (every compiled function counts)."""
+    try:
+        from torch._dynamo import utils
+
+        seconds = sum(utils.compilation_time_metrics.get("_compile.compile_inner", []))
+        return {"process_graphs_compiled": int(utils.counters["stats"]["unique_graphs"]),
+                "process_compile_seconds": round(float(seconds), 3)}  # fmt: skip
+    except Exception:  # private bookkeeping that a torch release may move
+        return {"process_graphs_compiled": None, "process_compile_seconds": None}
 
 
 def enable_checked(compilation: Compilation, score: Callable[[], torch.Tensor], shape: tuple[int, ...]) -> None:
