@@ -25,6 +25,9 @@ from pydantic import (
 
 DEFAULT_MODEL = "cross-encoder/ettin-reranker-17m-v1"
 
+#: ``compile`` option values: off, or a ``torch.compile`` mode.
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+
 
 def _refuse_bool(value: Any) -> Any:
     # pydantic's lax mode reads True as 1: a flag passed where a count belongs is a mistake, not 1.
@@ -153,7 +156,7 @@ class EngineFields(BaseModel):
         default="auto",
         description="'auto' (flash-attention or PyTorch's varlen kernel on CUDA, else sdpa) or an attn_implementation.",
     )
-    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
+    compile: CompileMode = Field(
         default="off",
         description="torch.compile the model: 'default' fuses kernels; 'reduce-overhead' also replays CUDA graphs "
         "on bucketed shapes (CUDA only). Costs a compile at load; falls back to eager if it fails.",

@@ -23,14 +23,16 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar, get_args
 
 import torch
 
+from ..config import CompileMode
+from .head_precision import HALF
+
 logger = logging.getLogger("ettin_integrations")
 
-CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
-COMPILE_MODES: tuple[str, ...] = ("off", "default", "reduce-overhead", "max-autotune")
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 #: Modes in which torch.compile records CUDA graphs (on CUDA devices only).
 GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
 _WITHOUT_GRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
@@ -211,8 +213,7 @@ def enable_checked(compilation: Compilation, score: Callable[[], torch.Tensor], 
         # The first call is the compilation: count it as such, not as a shape's capture.
         compilation.compile_seconds += time.perf_counter() - started
         compilation.capture_seconds = 0.0
-    half = reference.dtype != result.dtype or compilation.backbone.dtype in (torch.float16, torch.bfloat16)
-    atol, rtol = (0.25, 0.02) if half else (1e-2, 1e-3)
+    atol, rtol = (0.25, 0.02) if compilation.backbone.dtype in HALF else (1e-2, 1e-3)
     if result.shape != reference.shape or not torch.allclose(result, reference, atol=atol, rtol=rtol):
         compilation.disable(f"compiled scores {result.tolist()} differ from eager {reference.tolist()}")
 

@@ -14,7 +14,7 @@ import torch
 from ..kernels.varlen import pack
 from . import forking
 from .batching import collate, plan_batches
-from .compilation import describe_failure, packed_fillers, padded_shape, rounded_longest
+from .compilation import Compilation, describe_failure, packed_fillers, padded_shape, rounded_longest
 from .loading import LoadedModel
 from .placement import PACKED_ATTENTION
 from .timings import StageTimes
@@ -80,9 +80,7 @@ class BatchedForward:
         if compilation is not None and not compilation.active:
             compilation = None
         with self.timings.stage("pack"):
-            features, shape = self._features(
-                pairs, compiled=compilation is not None, bucketed=compilation is not None and compilation.graphs
-            )
+            features, shape = self._features(pairs, compilation)
         with self.timings.stage("forward"):
             if compilation is None:
                 scores = self._scores(features)
@@ -97,13 +95,14 @@ class BatchedForward:
             return scores[: len(pairs)]
 
     def _features(
-        self, pairs: list[EncodedPair], compiled: bool = False, bucketed: bool = False
+        self, pairs: list[EncodedPair], compilation: Compilation | None
     ) -> tuple[dict[str, Any], tuple[int, ...]]:
-        """Model inputs on the device, and their shape. ``bucketed``: filler rows round the shape up
-        to a :func:`~.compilation.bucket` size (their scores come last and are dropped). ``compiled``:
-        the packed kernel is told a power-of-two longest length, so a compiled graph that specialises
-        on that number meets at most a dozen values, not one per batch."""
+        """Model inputs on the device, and their shape. With CUDA graphs, filler rows round the shape
+        up to a :func:`~.compilation.bucket` size (their scores come last and are dropped). Compiled
+        without graphs, the packed kernel is still told a power-of-two longest length, so a graph that
+        specialises on that number meets at most a dozen values, not one per batch."""
         loaded = self.loaded
+        bucketed = compilation is not None and compilation.graphs
         rows = [p.input_ids for p in pairs]
         lengths = [len(r) for r in rows]
         if self.packed:
@@ -111,7 +110,7 @@ class BatchedForward:
             if bucketed:
                 fillers, longest = packed_fillers(lengths, loaded.max_length)
                 rows = rows + [[loaded.pad_token_id] * n for n in fillers]
-            elif compiled:
+            elif compilation is not None:
                 longest = rounded_longest(max(lengths), loaded.max_length)
             features = pack(rows, loaded.device, max_length=longest)
             return features, (int(features["input_ids"].shape[1]), len(rows), int(features["max_length_q"]))

@@ -300,16 +300,19 @@ def _check_rows(loaded: LoadedModel) -> list[list[int]]:
     ]
 
 
+def _check_features(loaded: LoadedModel, rows: list[list[int]], packed: bool) -> dict[str, Any]:
+    if packed:
+        return varlen.pack(rows, loaded.device)
+    return {k: v.to(loaded.device) for k, v in collate(rows, loaded.pad_token_id).items()}
+
+
 def _compile(loaded: LoadedModel, mode: str) -> None:
     """Compile the backbone now, on the check pairs, so the first real call does not pay for it."""
     compilation = Compilation(loaded.cross_encoder[0].auto_model, mode, loaded.device)
     rows = _check_rows(loaded)
 
     def score() -> torch.Tensor:
-        if loaded.attention in PACKED_ATTENTION:
-            features = varlen.pack(rows, loaded.device)
-        else:
-            features = {k: v.to(loaded.device) for k, v in collate(rows, loaded.pad_token_id).items()}
+        features = _check_features(loaded, rows, packed=loaded.attention in PACKED_ATTENTION)
         with torch.inference_mode():
             return loaded.cross_encoder(features)["scores"].reshape(-1)
 
@@ -323,15 +326,8 @@ def _check_packed_matches_padded(loaded: LoadedModel) -> None:
     """Run two pairs packed and padded: the unpadded path must really work here, and agree."""
     rows = _check_rows(loaded)
     with torch.inference_mode():
-        packed = loaded.cross_encoder(varlen.pack(rows, loaded.device))["scores"].float().reshape(-1)
-        width = max(len(r) for r in rows)
-        ids = torch.full((2, width), loaded.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((2, width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        padded = loaded.cross_encoder({"input_ids": ids.to(loaded.device), "attention_mask": mask.to(loaded.device)})
-        padded = padded["scores"].float().reshape(-1)
+        packed = loaded.cross_encoder(_check_features(loaded, rows, packed=True))["scores"].float().reshape(-1)
+        padded = loaded.cross_encoder(_check_features(loaded, rows, packed=False))["scores"].float().reshape(-1)
     tolerance = 1e-3 if loaded.dtype == torch.float32 else 0.25
     if not torch.allclose(packed, padded, atol=tolerance, rtol=0.02):
         raise RuntimeError(f"packed scores {packed.tolist()} differ from padded {padded.tolist()}")
