@@ -45,6 +45,12 @@ def agreement(scores: Sequence[Sequence[float]], reference: Sequence[Sequence[fl
     }
 
 
+def agreement_by_query(scores: ScoresByQuery, reference: ScoresByQuery, k: int = 10) -> dict[str, float]:
+    """:func:`agreement` for scores keyed query -> document, over ``reference``'s queries and documents."""
+    aligned = [[scores[q][d] for d in docs] for q, docs in reference.items()]
+    return agreement(aligned, [list(docs.values()) for docs in reference.values()], k)
+
+
 def score_spread(scores: Sequence[Sequence[float]]) -> dict[str, float]:
     """Within-query spread (median over queries of the standard deviation and of max - min)."""
     rows = [s for s in scores if len(s) >= 2]

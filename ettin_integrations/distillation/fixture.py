@@ -87,7 +87,8 @@ def bm25_teacher_scores(
             continue
         all_scores = np.asarray(retriever.get_scores(tokens))
         top = [int(i) for i in np.argsort(-all_scores)[:candidates]]
-        others = [i for i in range(len(doc_ids)) if i not in set(top)]
+        taken = set(top)
+        others = [i for i in range(len(doc_ids)) if i not in taken]
         chosen = top + rng.sample(others, min(negatives, len(others)))
         raw[qid] = {doc_ids[i]: float(all_scores[i]) for i in chosen}
     high = float(np.percentile([s for docs in raw.values() for s in docs.values()], 99)) or 1.0
@@ -132,7 +133,7 @@ def build_trained_checkpoint(
     # The tiny test shape gets an easier mix (half clear negatives) so it learns in well under a minute.
     candidates, negatives = (12, 12) if size == "tiny" else (24, 8)
     teacher = bm25_teacher_scores(data, candidates, negatives, seed=seed)
-    write_scores(work / "teacher.jsonl", teacher)
+    write_scores(data / "teacher.jsonl", teacher)  # travels with the data into PATH/fixture-data
     options = TrainingOptions(
         max_steps=steps or DEFAULT_STEPS.get(size, 600),
         batch_size=32,
@@ -145,7 +146,7 @@ def build_trained_checkpoint(
         device=None,  # CUDA when present: minutes there, about ten on 2 CPU cores for 17m
         progress=progress,
     )
-    report = distill(work / "teacher.jsonl", initial, work / "run", data=data, options=options, held_out=0.1)
+    report = distill(data / "teacher.jsonl", initial, work / "run", data=data, options=options, held_out=0.1)
     if path.exists():
         shutil.rmtree(path)
     shutil.move(report.model_dir, path)
@@ -168,6 +169,5 @@ def build_trained_checkpoint(
     }
     (path / "fixture.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     shutil.copytree(data, path / "fixture-data")
-    write_scores(path / "fixture-data" / "teacher.jsonl", teacher)
     shutil.rmtree(work, ignore_errors=True)
     return path

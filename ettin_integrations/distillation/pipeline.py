@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.beir import BeirDataset, load_beir, load_beir_files
-from .agreement import agreement
+from .agreement import agreement_by_query
 from .teacher import TeacherScores, engine_scorer, read_scores, score_with_cache
 from .training import TrainingOptions, held_out_scores, resolve_model, train_student
 
@@ -107,8 +107,7 @@ def _measure(
         dataset.corpus,
         teacher,
     )
-    result = agreement([list(student[q].values()) for q in teacher], [list(teacher[q].values()) for q in teacher])
-    return {**result, **_ndcg(dataset, student)}
+    return {**agreement_by_query(student, teacher), **_ndcg(dataset, student)}
 
 
 def distill(

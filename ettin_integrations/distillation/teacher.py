@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TextIO
 
 from ..jsonl import JsonlError, read_jsonl
+from .agreement import ScoresByQuery
 
 logger = logging.getLogger("ettin_integrations")
 
 #: query id -> doc id -> teacher score (raw logit)
-TeacherScores = dict[str, dict[str, float]]
+TeacherScores = ScoresByQuery
 
 #: One line of a teacher-scores file: ``{"query_id": ..., "doc_id": ..., "score": ...}``.
 SCORE_FIELDS = ("query_id", "doc_id", "score")
@@ -44,8 +46,12 @@ def write_scores(path: str | Path, scores: TeacherScores) -> None:
     """Write ``scores`` in the format :func:`read_scores` reads."""
     with Path(path).open("w", encoding="utf-8") as handle:
         for qid, docs in scores.items():
-            for did, score in docs.items():
-                handle.write(json.dumps({"query_id": qid, "doc_id": did, "score": score}) + "\n")
+            _append(handle, qid, docs.items())
+
+
+def _append(handle: TextIO, qid: str, scored: Iterable[tuple[str, float]]) -> None:
+    for did, score in scored:
+        handle.write(json.dumps({"query_id": qid, "doc_id": did, "score": score}) + "\n")
 
 
 def score_with_cache(
@@ -72,8 +78,7 @@ def score_with_cache(
             chunk = missing[start : start + queries_per_call]
             for qid, scores in zip(chunk, score_queries(chunk)):
                 known.setdefault(qid, {}).update(zip(candidates[qid], scores))
-                for did, score in zip(candidates[qid], scores):
-                    handle.write(json.dumps({"query_id": qid, "doc_id": did, "score": score}) + "\n")
+                _append(handle, qid, zip(candidates[qid], scores))
             handle.flush()
     return {q: {d: known[q][d] for d in docs} for q, docs in candidates.items()}
 

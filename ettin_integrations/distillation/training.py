@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .agreement import agreement
+from .agreement import agreement_by_query
 
 logger = logging.getLogger("ettin_integrations")
 
@@ -92,8 +92,7 @@ def held_out_agreement(
     teacher: dict[str, dict[str, float]],
 ) -> dict[str, float]:
     """Agreement of ``predict`` with the teacher's scores on every query of ``teacher``."""
-    student = held_out_scores(predict, queries, corpus, teacher)
-    return agreement([list(student[q].values()) for q in teacher], [list(teacher[q].values()) for q in teacher])
+    return agreement_by_query(held_out_scores(predict, queries, corpus, teacher), teacher)
 
 
 def train_student(
