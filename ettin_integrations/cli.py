@@ -12,6 +12,7 @@ Every problem a user can fix exits with status 2 and one line saying what to do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import logging
 import os
@@ -438,8 +439,6 @@ def _distill(args: argparse.Namespace, out: TextIO) -> int:
         options.progress = False
     if args.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
-    import contextlib
-
     try:
         # The trainer prints its logs to stdout; stdout belongs to the report (JSON must parse).
         with contextlib.redirect_stdout(sys.stderr):
@@ -456,7 +455,7 @@ def _distill(args: argparse.Namespace, out: TextIO) -> int:
                 embedder=args.embedder,
                 held_out=args.held_out,
                 options=options,
-                local_files_only=args.offline or os.environ.get("HF_HUB_OFFLINE") == "1",
+                local_files_only=os.environ.get("HF_HUB_OFFLINE") == "1",
             )
     except (DatasetError, ValueError, OSError) as exc:
         raise CliError(_as_flags(" ".join(str(exc).split()))) from None
