@@ -162,6 +162,12 @@ def test_compile_is_part_of_the_model_key_and_validated(tiny_checkpoint):
     with pytest.raises(ValueError, match="compile"):
         _eager(tiny_checkpoint, compile="fast")
     assert _eager(tiny_checkpoint).cross_encoder is not None
+    from ettin_integrations.config import EngineConfig
+    from ettin_integrations.runtime.loading import LoadSpec
+
+    off, on = (LoadSpec.from_config(EngineConfig(model=tiny_checkpoint, device="cpu", compile=m).resolved())
+               for m in ("off", "default"))  # fmt: skip
+    assert off != on  # a compiled model is never shared with eager engines
 
 
 def test_real_torch_compile_matches_eager(tiny_checkpoint):
