@@ -15,7 +15,8 @@ out=${1:-${OUT:-ettin-bench-out}/gpu}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
-python -m pytest -q -p no:cacheprovider -m gpu tests/test_varlen.py tests/test_reliability.py tests/test_compilation.py -rs
+# -o addopts=: one process (the GPU image may lack pytest-xdist, and a handful of tests need no workers).
+python -m pytest -o addopts= -q -p no:cacheprovider -m gpu tests/test_varlen.py tests/test_reliability.py tests/test_compilation.py -rs
 python -m ettin_integrations.benchmarking.run --device cuda --max-length 512 --sizes ${SIZES:-17m 150m 1b} \
   --queries ${QUERIES:-40} --k 50 --repeats 3 --out "$out" \
   --variants predict predict_bf16_bs64 ours ours_cache ours_compile ours_graphs ours_bt8192 ours_bt16384 ours_bt32768 ours_bt131072

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,14 +161,43 @@ def build_checkpoint(
         max_length: The checkpoint's max sequence length (Ettin: 7999).
         overwrite: Rebuild even if ``path`` already holds a checkpoint.
     """
+    path = Path(path)
+    if (path / "modules.json").is_file() and not overwrite:
+        return path
+    with build_lock(path):
+        if (path / "modules.json").is_file() and not overwrite:
+            return path  # another process built it while this one waited
+        return _write_random_checkpoint(
+            path, size, tokenizer, seed, initializer_range, score_scale, score_shift, max_length
+        )
+
+
+@contextmanager
+def build_lock(path: Path) -> Iterator[None]:
+    """Hold a lock beside ``path`` while building into it: concurrent processes (pytest-xdist workers,
+    a benchmark next to the tests) then build a cached checkpoint once instead of over each other."""
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.parent / f".{path.name}.lock")):
+        yield
+
+
+def _write_random_checkpoint(
+    path: Path,
+    size: str,
+    tokenizer: str | os.PathLike | None,
+    seed: int,
+    initializer_range: float,
+    score_scale: float,
+    score_shift: float,
+    max_length: int,
+) -> Path:
     import torch
     from sentence_transformers import CrossEncoder
     from sentence_transformers.sentence_transformer.modules import Dense, LayerNorm, Pooling, Transformer
     from transformers import ModernBertConfig, ModernBertModel
 
-    path = Path(path)
-    if (path / "modules.json").is_file() and not overwrite:
-        return path
     path.mkdir(parents=True, exist_ok=True)
     shape = load_architecture(size)
     tok = _build_tokenizer(tokenizer, max_length)

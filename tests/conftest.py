@@ -13,6 +13,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs one worker per core: a worker's torch (and its subprocesses) then use one
+    # thread each instead of every worker spinning a pool as wide as the machine.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,9 +41,15 @@ DOCUMENTS = [
 
 
 def _cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # ETTIN_TEST_CACHE lets a developer keep checkpoints between runs; CI builds fresh ones.
+    # ETTIN_TEST_CACHE lets a developer keep checkpoints between runs; CI builds fresh ones. Under
+    # pytest-xdist each worker is its own session: they share the run's folder, and the builders'
+    # lock (testing.build_lock) makes the first worker build and the others wait and reuse.
     root = os.environ.get("ETTIN_TEST_CACHE")
-    return Path(root) if root else tmp_path_factory.mktemp("checkpoints")
+    if root:
+        return Path(root)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.getbasetemp().parent / "checkpoints"
+    return tmp_path_factory.mktemp("checkpoints")
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+#: The snippets start servers on the fixed ports the README names: under pytest-xdist, one worker runs them.
+pytestmark = pytest.mark.xdist_group("readme")
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)

@@ -63,7 +63,9 @@ FORK_POOL = """
 
 @pytest.mark.parametrize("hold_lock", [False, True])
 def test_fork_pool_after_load_returns_the_right_scores(tiny_checkpoint, hold_lock):
-    done = _python(FORK_POOL.format(path=tiny_checkpoint, hold_lock=hold_lock), timeout=120)
+    # Two threads: the parent must have run torch's thread pool (the case that hangs children), even
+    # where the machine or a pytest-xdist worker would give it one.
+    done = _python(FORK_POOL.format(path=tiny_checkpoint, hold_lock=hold_lock), timeout=120, OMP_NUM_THREADS="2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"equal": True, "n": 4}
 
@@ -154,7 +156,9 @@ def test_cli_streams_a_large_docs_file(tiny_checkpoint, tmp_path):
 
 # ----------------------------------------------------------------------------- 3. containers
 @pytest.mark.parametrize(
-    "container", [{"doc-1": "a", "doc-2": "b"}, {"a", "b"}, frozenset({"a"}), {"k": "v"}.keys()], ids=str
+    "container",
+    [{"doc-1": "a", "doc-2": "b"}, {"a", "b"}, frozenset({"a"}), {"k": "v"}.keys()],
+    ids=["dict", "set", "frozenset", "dict_keys"],  # str() of a set varies with the hash seed (xdist workers)
 )
 def test_mappings_and_unordered_containers_are_refused(tiny_checkpoint, container):
     engine = get_reranker(tiny_checkpoint, device="cpu")
@@ -316,6 +320,34 @@ def test_concurrent_first_use_of_one_key_creates_once():
     for t in threads:
         t.join(10)
     assert len(calls) == 1
+
+
+def test_concurrent_builders_of_one_checkpoint_build_it_once(tmp_path, monkeypatch):
+    # pytest-xdist workers and a benchmark beside the tests may ask for the same cached checkpoint.
+    from ettin_integrations import testing
+
+    calls: list[int] = []
+
+    def write(path, *args):
+        calls.append(1)
+        time.sleep(0.2)  # long enough for every other builder to arrive while this one writes
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "modules.json").write_text("[]")
+        return path
+
+    monkeypatch.setattr(testing, "_write_random_checkpoint", write)
+    target = tmp_path / "cache" / "tiny"
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(testing.build_checkpoint(target, "tiny"))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(calls) == 1 and results == [target] * 4
+    testing.build_checkpoint(target, "tiny", overwrite=True)  # an explicit rebuild still rebuilds
+    assert len(calls) == 2
 
 
 # ----------------------------------------------------------------------------- 8. numbers that break ranking

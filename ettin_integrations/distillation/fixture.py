@@ -111,6 +111,20 @@ def build_trained_checkpoint(
     ``path/fixture.json`` reports the run: held-out agreement with the teacher before and after,
     the loss, and the trained model's within-query score spread.
     """
+    from ..testing import build_lock
+
+    path = Path(path)
+
+    def built() -> bool:
+        return (path / "fixture.json").is_file() and (path / "modules.json").is_file() and not overwrite
+
+    if built():
+        return path
+    with build_lock(path):
+        return path if built() else _train_fixture(path, size, steps, seed, tokenizer, progress)
+
+
+def _train_fixture(path: Path, size: str, steps: int | None, seed: int, tokenizer: str | None, progress: bool) -> Path:
     from ..engine import EttinReranker
     from ..evaluation.beir import load_beir
     from ..testing import build_checkpoint
@@ -119,9 +133,6 @@ def build_trained_checkpoint(
     from .teacher import write_scores
     from .training import TrainingOptions
 
-    path = Path(path)
-    if (path / "fixture.json").is_file() and (path / "modules.json").is_file() and not overwrite:
-        return path
     work = path.with_name(path.name + ".build")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
