@@ -20,9 +20,6 @@ from pathlib import Path
 
 import pytest
 
-#: The snippets start servers on the fixed ports the README names: under pytest-xdist, one worker runs them.
-pytestmark = pytest.mark.xdist_group("readme")
-
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
@@ -34,6 +31,16 @@ BENCH_SMALL = " --sizes tiny --queries 2 --k 4 --repeats 1 --no-overhead --varia
 LOAD_SMALL = " --size tiny --clients 2 --requests 2 --k 4 --check 4"
 PRECISION_SMALL = " --trained tiny --queries 3 --repeats 1 --checkpoint {trained}"
 SERVE = next(line for body in BASH for line in body.splitlines() if line.startswith("ettin-rerank serve"))
+
+
+def _snippets(bodies: list[str]) -> list:
+    """One test parameter per snippet. Snippets that use a fixed port (the README's servers) share an
+    xdist group, so under pytest-xdist one worker runs them in turn and they never race for a port."""
+    fixed_port = re.compile(r"(?:--port |127\.0\.0\.1:|localhost:)\d+")
+    return [
+        pytest.param(i, marks=[pytest.mark.xdist_group("readme-ports")] if fixed_port.search(body) else [])
+        for i, body in enumerate(bodies)
+    ]
 
 
 def _fake_hub(root: Path, repos: dict[str, Path]) -> Path:
@@ -102,7 +109,7 @@ def _namespace_problem() -> str | None:
     return None if probe.returncode == 0 else probe.stderr.strip()
 
 
-@pytest.mark.parametrize("index", range(len(PYTHON)))
+@pytest.mark.parametrize("index", _snippets(PYTHON))
 def test_python_snippet_runs_as_written(index, env, workdir):
     snippet = PYTHON[index]
     script = workdir / "snippet.py"
@@ -158,7 +165,7 @@ def _port(command: str) -> int:
     return int(command.split("--port", 1)[1].split()[0])
 
 
-@pytest.mark.parametrize("index", range(len(BASH)))
+@pytest.mark.parametrize("index", _snippets(BASH))
 def test_bash_snippet_runs_as_written(index, env, workdir, request):
     servers: list[subprocess.Popen] = []
     try:
