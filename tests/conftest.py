@@ -40,16 +40,24 @@ DOCUMENTS = [
 ]
 
 
+def _run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every pytest-xdist worker of this run shares (each worker is its own session)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where this run's workers keep what they share: cached checkpoints and locks."""
+    return _run_dir(tmp_path_factory)
+
+
 def _cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # ETTIN_TEST_CACHE lets a developer keep checkpoints between runs; CI builds fresh ones. Under
-    # pytest-xdist each worker is its own session: they share the run's folder, and the builders'
-    # lock (testing.build_lock) makes the first worker build and the others wait and reuse.
+    # ETTIN_TEST_CACHE lets a developer keep checkpoints between runs; CI builds fresh ones. Workers
+    # share the run's folder, and the builders' lock (testing.build_lock) makes the first worker
+    # build and the others wait and reuse.
     root = os.environ.get("ETTIN_TEST_CACHE")
-    if root:
-        return Path(root)
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        return tmp_path_factory.getbasetemp().parent / "checkpoints"
-    return tmp_path_factory.mktemp("checkpoints")
+    return Path(root) if root else _run_dir(tmp_path_factory) / "checkpoints"
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,6 @@ import pytest
 
 pytest.importorskip("datasets", reason="distillation needs the [distill] extra")
 pytest.importorskip("accelerate", reason="distillation needs the [distill] extra")
-#: These share the trained fixture (a minute or two to build): under pytest-xdist one worker builds
-#: it and runs them while the other keeps testing, instead of both waiting on the build.
-pytestmark = pytest.mark.xdist_group("trained-fixture")
 
 from ettin_integrations.cli import main
 from ettin_integrations.distillation.pipeline import split_queries

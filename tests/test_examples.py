@@ -52,7 +52,6 @@ def test_serving_clients_example_against_a_running_service(tiny_checkpoint):
     assert lines["EttinRerank (LC)"].strip() == str([str(i) for i in sdk])
 
 
-@pytest.mark.xdist_group("ray")
 def test_ray_example_in_a_loopback_namespace(tiny_checkpoint):
     import shutil
 

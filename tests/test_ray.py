@@ -16,8 +16,6 @@ import textwrap
 import pytest
 
 pytest.importorskip("ray")
-#: Ray clusters are heavy (a dozen processes each): under pytest-xdist one worker runs them in turn.
-pytestmark = pytest.mark.xdist_group("ray")
 
 from conftest import DOCUMENTS, QUERY
 

@@ -16,9 +16,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -31,16 +34,20 @@ BENCH_SMALL = " --sizes tiny --queries 2 --k 4 --repeats 1 --no-overhead --varia
 LOAD_SMALL = " --size tiny --clients 2 --requests 2 --k 4 --check 4"
 PRECISION_SMALL = " --trained tiny --queries 3 --repeats 1 --checkpoint {trained}"
 SERVE = next(line for body in BASH for line in body.splitlines() if line.startswith("ettin-rerank serve"))
+FIXED_PORT = re.compile(r"(?:--port |127\.0\.0\.1:|localhost:)(\d+)")
 
 
-def _snippets(bodies: list[str]) -> list:
-    """One test parameter per snippet. Snippets that use a fixed port (the README's servers) share an
-    xdist group, so under pytest-xdist one worker runs them in turn and they never race for a port."""
-    fixed_port = re.compile(r"(?:--port |127\.0\.0\.1:|localhost:)\d+")
-    return [
-        pytest.param(i, marks=[pytest.mark.xdist_group("readme-ports")] if fixed_port.search(body) else [])
-        for i, body in enumerate(bodies)
-    ]
+@pytest.fixture()
+def hold_ports(run_dir: Path) -> Iterator[Callable[[str], None]]:
+    """``hold_ports(snippet)`` holds the fixed ports the snippet uses (the README's servers) until the
+    test ends, so under pytest-xdist two snippets on one port never run at the same time."""
+    with ExitStack() as held:
+
+        def hold(snippet: str) -> None:
+            for port in sorted({int(p) for p in FIXED_PORT.findall(snippet)}):  # in order: no deadlock
+                held.enter_context(FileLock(str(run_dir / f"port-{port}.lock")))
+
+        yield hold
 
 
 def _fake_hub(root: Path, repos: dict[str, Path]) -> Path:
@@ -109,9 +116,10 @@ def _namespace_problem() -> str | None:
     return None if probe.returncode == 0 else probe.stderr.strip()
 
 
-@pytest.mark.parametrize("index", _snippets(PYTHON))
-def test_python_snippet_runs_as_written(index, env, workdir):
+@pytest.mark.parametrize("index", range(len(PYTHON)))
+def test_python_snippet_runs_as_written(index, env, workdir, hold_ports):
     snippet = PYTHON[index]
+    hold_ports(snippet)
     script = workdir / "snippet.py"
     script.write_text(snippet)
     command = [sys.executable, str(script)]
@@ -165,8 +173,9 @@ def _port(command: str) -> int:
     return int(command.split("--port", 1)[1].split()[0])
 
 
-@pytest.mark.parametrize("index", _snippets(BASH))
-def test_bash_snippet_runs_as_written(index, env, workdir, request):
+@pytest.mark.parametrize("index", range(len(BASH)))
+def test_bash_snippet_runs_as_written(index, env, workdir, request, hold_ports):
+    hold_ports(BASH[index])
     servers: list[subprocess.Popen] = []
     try:
         for command in _commands(BASH[index]):
