@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,25 +161,26 @@ def build_checkpoint(
         overwrite: Rebuild even if ``path`` already holds a checkpoint.
     """
     path = Path(path)
-    if (path / "modules.json").is_file() and not overwrite:
-        return path
-    with build_lock(path):
-        if (path / "modules.json").is_file() and not overwrite:
-            return path  # another process built it while this one waited
-        return _write_random_checkpoint(
+    return build_once(
+        path,
+        built=lambda: (path / "modules.json").is_file() and not overwrite,
+        build=lambda: _write_random_checkpoint(
             path, size, tokenizer, seed, initializer_range, score_scale, score_shift, max_length
-        )
+        ),
+    )
 
 
-@contextmanager
-def build_lock(path: Path) -> Iterator[None]:
-    """Hold a lock beside ``path`` while building into it: concurrent processes (pytest-xdist workers,
-    a benchmark next to the tests) then build a cached checkpoint once instead of over each other."""
+def build_once(path: Path, built: Callable[[], bool], build: Callable[[], Path]) -> Path:
+    """``build()`` into ``path`` unless ``built()``, under a lock beside ``path``: concurrent processes
+    (pytest-xdist workers, a benchmark next to the tests) build a cached checkpoint once, the others
+    wait and reuse it."""
     from filelock import FileLock
 
+    if built():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path.parent / f".{path.name}.lock")):
-        yield
+        return path if built() else build()  # another process may have built it while this one waited
 
 
 def _write_random_checkpoint(

@@ -40,51 +40,47 @@ DOCUMENTS = [
 ]
 
 
-def _run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder every pytest-xdist worker of this run shares (each worker is its own session)."""
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every pytest-xdist worker of this run shares (each worker is its own session): cached
+    checkpoints and locks."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where this run's workers keep what they share: cached checkpoints and locks."""
-    return _run_dir(tmp_path_factory)
-
-
-def _cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _cache_root(run_dir: Path) -> Path:
     # ETTIN_TEST_CACHE lets a developer keep checkpoints between runs; CI builds fresh ones. Workers
-    # share the run's folder, and the builders' lock (testing.build_lock) makes the first worker
+    # share the run's folder, and the builders' lock (testing.build_once) makes the first worker
     # build and the others wait and reuse.
     root = os.environ.get("ETTIN_TEST_CACHE")
-    return Path(root) if root else _run_dir(tmp_path_factory) / "checkpoints"
+    return Path(root) if root else run_dir / "checkpoints"
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+def tiny_checkpoint(run_dir: Path) -> str:
     """Ettin architecture at toy width (3 layers, global and local attention), default tokenizer."""
-    return str(build_checkpoint(_cache_root(tmp_path_factory) / "tiny", "tiny"))
+    return str(build_checkpoint(_cache_root(run_dir) / "tiny", "tiny"))
 
 
 @pytest.fixture(scope="session")
-def fallback_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+def fallback_checkpoint(run_dir: Path) -> str:
     """Same architecture with the offline-trained tokenizer, as on a machine without ../shared."""
-    return str(build_checkpoint(_cache_root(tmp_path_factory) / "tiny-fallback", "tiny", tokenizer="fallback"))
+    return str(build_checkpoint(_cache_root(run_dir) / "tiny-fallback", "tiny", tokenizer="fallback"))
 
 
 @pytest.fixture(scope="session")
-def ettin17m_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+def ettin17m_checkpoint(run_dir: Path) -> str:
     """The true 17m shape (7 layers, hidden 256) for the parity test."""
-    return str(build_checkpoint(_cache_root(tmp_path_factory) / "17m", "17m"))
+    return str(build_checkpoint(_cache_root(run_dir) / "17m", "17m"))
 
 
 @pytest.fixture(scope="session")
-def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained_tiny(run_dir: Path) -> Path:
     """Tiny Ettin shape *trained* against a BM25 teacher (distillation's own pipeline), built once."""
     pytest.importorskip("datasets", reason="training needs the [distill] extra")
     from ettin_integrations.distillation.fixture import build_trained_checkpoint
 
-    return build_trained_checkpoint(_cache_root(tmp_path_factory) / "tiny-trained", "tiny")
+    return build_trained_checkpoint(_cache_root(run_dir) / "tiny-trained", "tiny")
 
 
 @pytest.fixture(scope="session")

@@ -111,17 +111,14 @@ def build_trained_checkpoint(
     ``path/fixture.json`` reports the run: held-out agreement with the teacher before and after,
     the loss, and the trained model's within-query score spread.
     """
-    from ..testing import build_lock
+    from ..testing import build_once
 
     path = Path(path)
-
-    def built() -> bool:
-        return (path / "fixture.json").is_file() and (path / "modules.json").is_file() and not overwrite
-
-    if built():
-        return path
-    with build_lock(path):
-        return path if built() else _train_fixture(path, size, steps, seed, tokenizer, progress)
+    return build_once(
+        path,
+        built=lambda: (path / "fixture.json").is_file() and (path / "modules.json").is_file() and not overwrite,
+        build=lambda: _train_fixture(path, size, steps, seed, tokenizer, progress),
+    )
 
 
 def _train_fixture(path: Path, size: str, steps: int | None, seed: int, tokenizer: str | None, progress: bool) -> Path:
