@@ -1,4 +1,4 @@
-"""Ettin cross-encoder rerankers for RAG: one exact, fast engine, with LangChain and LlamaIndex adapters.
+"""Ettin cross-encoder rerankers for RAG: one reranker contract, an exact, fast local engine and a remote client.
 
 Core names live here; the adapters are imported from ``ettin_integrations.langchain`` and
 ``ettin_integrations.llama_index`` so those frameworks stay optional. Names are imported on first
@@ -15,24 +15,33 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "DEFAULT_MODEL": "config",
     "EngineConfig": "config",
+    "BaseReranker": "contract",
+    "Reranker": "contract",
     "EttinReranker": "engine",
-    "ModelLoadError": "runtime.loading",
     "RemoteReranker": "remote",
+    "Normalization": "normalization",
     "RankResult": "results",
     "ScoreDetails": "results",
     "clear_cache": "registry",
     "get_reranker": "registry",
+    "EttinError": "errors",
+    "InvalidInputError": "errors",
+    "InputTypeError": "errors",
+    "ModelLoadError": "errors",
+    "ServiceError": "errors",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
     from .config import DEFAULT_MODEL, EngineConfig  # noqa: F401
+    from .contract import BaseReranker, Reranker  # noqa: F401
     from .engine import EttinReranker  # noqa: F401
+    from .errors import EttinError, InputTypeError, InvalidInputError, ModelLoadError, ServiceError  # noqa: F401
+    from .normalization import Normalization  # noqa: F401
     from .registry import clear_cache, get_reranker  # noqa: F401
     from .remote import RemoteReranker  # noqa: F401
     from .results import RankResult, ScoreDetails  # noqa: F401
-    from .runtime.loading import ModelLoadError  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

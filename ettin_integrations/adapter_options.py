@@ -13,9 +13,10 @@ from typing import Any
 from pydantic import PrivateAttr, ValidationError, model_validator
 
 from .config import EngineConfig, EngineFields, describe_validation_error, unknown_option_message
+from .contract import Reranker
 from .engine import EttinReranker
-from .registry import get_reranker
-from .runtime.loading import check_local_model
+from .errors import InputTypeError, InvalidInputError
+from .model.loading import check_local_model
 
 # Metadata keys the adapters write (documented in README).
 RAW_SCORE_KEY = "rerank_raw_score"
@@ -32,22 +33,27 @@ class EngineOptions(EngineFields):
 
     _engine: Any = PrivateAttr(default=None)
 
-    def __init__(self, model: str | None = None, /, *, reranker: EttinReranker | None = None, **data: Any) -> None:
+    def __init__(self, model: str | None = None, /, *, reranker: Reranker | None = None, **data: Any) -> None:
         owner = type(self).__name__
         if model is not None:
             if "model" in data:
-                raise TypeError(f"{owner} got the model twice: positionally and as model=.")
+                raise InputTypeError(f"{owner} got the model twice: positionally and as model=.")
             data["model"] = model
         unknown = [k for k in data if k not in type(self).model_fields]
         if unknown:
-            raise TypeError(unknown_option_message(owner, unknown, list(type(self).model_fields)))
+            raise InputTypeError(unknown_option_message(owner, unknown, list(type(self).model_fields)))
         if reranker is not None:
-            if not isinstance(reranker, EttinReranker) and not _is_remote(reranker):
-                raise TypeError(f"reranker must be an EttinReranker, got {type(reranker).__name__}.")
+            if not isinstance(reranker, Reranker):
+                raise InputTypeError(
+                    f"reranker must implement the reranker contract (an EttinReranker, a RemoteReranker or a "
+                    f"BaseReranker subclass), got {type(reranker).__name__}."
+                )
             given = reranker.options
             for name in EngineFields.option_names():
+                if name not in given:
+                    continue  # a backend that does not have this option: the field keeps its default
                 if name in data and data[name] != given[name]:
-                    raise ValueError(
+                    raise InvalidInputError(
                         f"{name}={data[name]!r} conflicts with the reranker passed in ({name}={given[name]!r}); "
                         "pass either reranker= or engine options, not both."
                     )
@@ -55,7 +61,7 @@ class EngineOptions(EngineFields):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ValueError(describe_validation_error(owner, exc)) from None
+            raise InvalidInputError(describe_validation_error(owner, exc)) from None
         self._engine = reranker
 
     @model_validator(mode="after")
@@ -68,14 +74,9 @@ class EngineOptions(EngineFields):
         return EngineConfig.create(type(self).__name__, **self.engine_options())
 
     @property
-    def reranker(self) -> EttinReranker:
-        """The shared engine, loaded on first use: same options, same engine, one copy of the weights."""
+    def reranker(self) -> Reranker:
+        """The reranker passed in, or the shared engine for these options, loaded on first use (same
+        options, same engine, one copy of the weights)."""
         if self._engine is None:
-            options = self.engine_options()
-            self._engine = get_reranker(options.pop("model"), **options)
+            self._engine = EttinReranker.shared(self.engine_config())
         return self._engine
-
-
-def _is_remote(reranker: Any) -> bool:
-    # Anything with the engine's read API and options can stand in (a remote client, a test double).
-    return all(hasattr(reranker, name) for name in ("rank", "arank", "options"))

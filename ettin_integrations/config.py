@@ -23,10 +23,23 @@ from pydantic import (
     model_validator,
 )
 
-DEFAULT_MODEL = "cross-encoder/ettin-reranker-17m-v1"
+from .catalog import DEFAULT_SIZE, hub_id
+from .errors import InputTypeError, InvalidInputError
+from .normalization import DEFAULT_SHIFT, DEFAULT_TEMPERATURE
+
+DEFAULT_MODEL = hub_id(DEFAULT_SIZE)
 
 #: ``compile`` option values: off, or a ``torch.compile`` mode.
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+#: ``chunk_aggregate`` values: how window scores combine into one document score.
+ChunkAggregate = Literal["max", "mean", "first"]
+#: Values of ``HF_HUB_OFFLINE`` that mean "never touch the network" (as huggingface_hub reads it).
+_TRUTHY = ("1", "true", "yes", "on")
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` asks for no network: read here only, so every command agrees."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUTHY
 
 
 def _refuse_bool(value: Any) -> Any:
@@ -112,10 +125,10 @@ class EngineFields(BaseModel):
         description="None for raw logits (about -12..22), or 'sigmoid' for sigmoid((x - shift) / temperature) in 0..1.",
     )
     normalize_shift: FiniteFloat = Field(
-        default=6.0, description="Logit mapped to 0.5 by normalize='sigmoid' (6.0, as Ettin's teacher)."
+        default=DEFAULT_SHIFT, description="Logit mapped to 0.5 by normalize='sigmoid' (6.0, as Ettin's teacher)."
     )
     normalize_temperature: FiniteFloat = Field(
-        default=1.0, gt=0, description="Divides the shifted logit before the sigmoid."
+        default=DEFAULT_TEMPERATURE, gt=0, description="Divides the shifted logit before the sigmoid."
     )
     long_documents: Literal["truncate", "chunk"] = Field(
         default="truncate",
@@ -129,7 +142,7 @@ class EngineFields(BaseModel):
         default=None,
         description="Tokens shared by consecutive windows; default min(64, chunk_tokens // 4); must be < chunk_tokens.",
     )
-    chunk_aggregate: Literal["max", "mean", "first"] = Field(
+    chunk_aggregate: ChunkAggregate = Field(
         default="max", description="How window scores combine into one document score."
     )
     keep_query_tokens: PositiveInt = Field(
@@ -208,11 +221,8 @@ class EngineFields(BaseModel):
 
     @model_validator(mode="after")
     def _chunk_window(self) -> EngineFields:
-        if self.chunk_overlap is not None and self.chunk_tokens is not None and self.chunk_overlap >= self.chunk_tokens:
-            raise ValueError(
-                f"chunk_overlap={self.chunk_overlap} must be smaller than chunk_tokens={self.chunk_tokens}, "
-                "or every window would repeat the last one."
-            )
+        if self.chunk_tokens is not None:
+            check_chunk_overlap(self.chunk_overlap, self.chunk_tokens, f"chunk_tokens={self.chunk_tokens}")
         return self
 
     @classmethod
@@ -243,11 +253,11 @@ class EngineConfig(EngineFields):
         """Validated options: unknown names raise ``TypeError``, bad values ``ValueError``, naming the option."""
         unknown = [name for name in options if name not in cls.model_fields]
         if unknown:
-            raise TypeError(unknown_option_message(owner, unknown, cls.option_names()))
+            raise InputTypeError(unknown_option_message(owner, unknown, cls.option_names()))
         try:
             return cls(**options)
         except ValidationError as exc:
-            raise ValueError(describe_validation_error(owner, exc)) from None
+            raise InvalidInputError(describe_validation_error(owner, exc)) from None
 
     @property
     def is_resolved(self) -> bool:
@@ -262,7 +272,7 @@ class EngineConfig(EngineFields):
         """
         if self._resolved:
             return self
-        from .runtime.placement import resolve_device, resolve_dtype
+        from .devices import resolve_device, resolve_dtype
 
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
@@ -278,6 +288,15 @@ class EngineConfig(EngineFields):
         import json
 
         return json.dumps(self.resolved().engine_options(), sort_keys=True, default=str)
+
+
+def check_chunk_overlap(overlap: int | None, window: int, window_text: str) -> None:
+    """Refuse an overlap that is not smaller than the window: consecutive windows would repeat each other."""
+    if overlap is not None and overlap >= window:
+        raise InvalidInputError(
+            f"chunk_overlap={overlap} must be smaller than the window ({window_text}), "
+            "or consecutive windows would repeat each other."
+        )
 
 
 def is_local_path(model: str) -> bool:

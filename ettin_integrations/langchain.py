@@ -31,10 +31,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from pydantic import ConfigDict, Field
 
 from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions
-from .engine import EttinReranker
+from .contract import Reranker
+from .errors import InputTypeError, InvalidInputError
+from .pipeline.validation import check_query, check_text
 from .registry import get_reranker
 from .results import RankResult
-from .runtime.validation import check_query, check_text
 
 __all__ = ["EttinCrossEncoder", "EttinRerank"]
 
@@ -56,7 +57,8 @@ class EttinRerank(EngineOptions, BaseDocumentCompressor):
         model: Hub id or local directory (positional or keyword).
         top_n: Documents to return; ``None`` returns all, reranked.
         score_threshold: Drop documents scoring below this, before ``top_n``.
-        reranker: An existing :class:`EttinReranker` to use instead of options.
+        reranker: A reranker to use instead of options: an :class:`EttinReranker`, a
+            :class:`RemoteReranker`, or any other implementation of the reranker contract.
         **options: Any engine option (see :class:`EttinReranker`), e.g. ``max_length=512``.
 
     Example::
@@ -77,7 +79,7 @@ class EttinRerank(EngineOptions, BaseDocumentCompressor):
         default=None, description="Drop documents scoring below this (applied before top_n)."
     )
 
-    def __init__(self, model: str | None = None, /, *, reranker: EttinReranker | None = None, **options: Any) -> None:
+    def __init__(self, model: str | None = None, /, *, reranker: Reranker | None = None, **options: Any) -> None:
         # Spelled out so type checkers see the positional model and reranker= (pydantic would hide them).
         super().__init__(model, reranker=reranker, **options)
 
@@ -157,7 +159,7 @@ class EttinRerank(EngineOptions, BaseDocumentCompressor):
         texts = []
         for i, doc in enumerate(documents):
             if not isinstance(doc, Document):
-                raise TypeError(f"documents[{i}] is {type(doc).__name__}, expected a langchain Document.")
+                raise InputTypeError(f"documents[{i}] is {type(doc).__name__}, expected a langchain Document.")
             texts.append(doc.page_content)
         return texts
 
@@ -208,9 +210,9 @@ class EttinCrossEncoder(BaseCrossEncoder):
         compressor = CrossEncoderReranker(model=EttinCrossEncoder("cross-encoder/ettin-reranker-17m-v1"), top_n=3)
     """
 
-    def __init__(self, model: str | None = None, *, reranker: EttinReranker | None = None, **options: Any) -> None:
+    def __init__(self, model: str | None = None, *, reranker: Reranker | None = None, **options: Any) -> None:
         if reranker is not None and (model is not None or options):
-            raise ValueError("Pass either reranker= or model/engine options, not both.")
+            raise InvalidInputError("Pass either reranker= or model/engine options, not both.")
         if reranker is None:
             reranker = get_reranker(model, **options) if model is not None else get_reranker(**options)
         self.reranker = reranker
@@ -232,11 +234,11 @@ class EttinCrossEncoder(BaseCrossEncoder):
         documents: list[str] = []
         for i, pair in enumerate(text_pairs):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise TypeError(f"text_pairs[{i}] must be a (query, document) pair.")
+                raise InputTypeError(f"text_pairs[{i}] must be a (query, document) pair.")
             query = check_query(pair[0], f"text_pairs[{i}][0]")
             if not isinstance(pair[1], str):
                 kind = "None" if pair[1] is None else type(pair[1]).__name__
-                raise TypeError(f"text_pairs[{i}][1] is {kind}; every document must be a string.")
+                raise InputTypeError(f"text_pairs[{i}][1] is {kind}; every document must be a string.")
             queries.append(query)
             documents.append(check_text(pair[1], f"text_pairs[{i}][1]"))
         return self.reranker.score_pairs(queries, documents)

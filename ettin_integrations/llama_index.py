@@ -31,7 +31,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions
-from .engine import EttinReranker
+from .contract import Reranker
+from .errors import InputTypeError, InvalidInputError
 from .results import RankResult
 
 __all__ = ["EttinRerank"]
@@ -58,7 +59,8 @@ class EttinRerank(EngineOptions, BaseNodePostprocessor):
         score_threshold: Drop nodes scoring below this, before ``top_n``.
         keep_retrieval_score: Keep each node's previous score in metadata ``retrieval_score``.
         metadata_mode: Which metadata goes into the text the reranker scores.
-        reranker: An existing :class:`~ettin_integrations.EttinReranker` to use instead of options.
+        reranker: A reranker to use instead of options (an engine, a ``RemoteReranker``, any
+            implementation of the reranker contract).
         **options: Any engine option (see :class:`~ettin_integrations.EttinReranker`).
 
     Example::
@@ -84,7 +86,7 @@ class EttinRerank(EngineOptions, BaseNodePostprocessor):
         default=MetadataMode.EMBED, description="Which metadata is included in the text the reranker scores."
     )
 
-    def __init__(self, model: str | None = None, /, *, reranker: EttinReranker | None = None, **options: Any) -> None:
+    def __init__(self, model: str | None = None, /, *, reranker: Reranker | None = None, **options: Any) -> None:
         # Spelled out so type checkers see the positional model and reranker= (pydantic would hide them).
         super().__init__(model, reranker=reranker, **options)
 
@@ -106,7 +108,7 @@ class EttinRerank(EngineOptions, BaseNodePostprocessor):
         """
         data = dict(data)
         if data.get("trust_remote_code") and "trust_remote_code" not in kwargs:
-            raise ValueError(
+            raise InvalidInputError(
                 "This EttinRerank config enables trust_remote_code, which a loaded config may not do on its own; "
                 "review the model, then pass trust_remote_code=True to from_dict explicitly."
             )
@@ -134,13 +136,13 @@ class EttinRerank(EngineOptions, BaseNodePostprocessor):
 
     def _inputs(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> tuple[QueryBundle, list[str]]:
         if query_bundle is None:
-            raise ValueError(
+            raise InvalidInputError(
                 "EttinRerank needs a query: call postprocess_nodes(nodes, query_str=...) or pass a QueryBundle."
             )
         texts = []
         for i, item in enumerate(nodes):
             if not isinstance(item, NodeWithScore):
-                raise TypeError(f"nodes[{i}] is {type(item).__name__}, expected NodeWithScore.")
+                raise InputTypeError(f"nodes[{i}] is {type(item).__name__}, expected NodeWithScore.")
             texts.append(item.node.get_content(metadata_mode=self.metadata_mode))
         return query_bundle, texts
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .concurrency import shared
 from .config import DEFAULT_MODEL, EngineConfig
 from .engine import EttinReranker
-from .runtime import shared
-from .runtime.loading import clear_model_cache
+from .model.loading import clear_model_cache
 
 __all__ = ["clear_cache", "get_reranker"]
 

@@ -1,42 +1,45 @@
-"""``RemoteReranker``: the engine's API over HTTP, against an ``ettin-rerank serve`` service.
+"""``RemoteReranker``: the reranker contract over HTTP, against an ``ettin-rerank serve`` service.
 
 The same LangChain / LlamaIndex code runs against a shared service by passing
 ``reranker=RemoteReranker(url)`` instead of engine options. Requests use the service's TEI route
-(``/rerank`` with raw scores and per-text details), so results equal the engine's: scores are
-normalised here exactly as the serving engine is configured to. Concurrent requests, from threads,
-tasks or ``rank_many``, are merged into shared passes by the service's micro-batcher.
+(``/rerank`` with raw scores and per-text details, bodies from ``wire.py``), so results equal the
+engine's: scores are normalised here exactly as the serving engine is (its ``/info``). Concurrent
+requests, from threads, tasks or ``rank_many``, are merged into shared passes by the service.
+Answers are checked against the declared response body; whatever goes wrong is raised as a
+:class:`~ettin_integrations.errors.ServiceError` naming the service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import weakref
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+from tqdm.auto import tqdm
 
-from .results import RankResult, ScoreDetails, ranked, score_pairs_by_query
-from .runtime.normalization import normalize_score
-from .runtime.validation import check_documents, check_many, check_positive, check_query, check_threshold, check_top_n
+from .contract import BaseReranker
+from .errors import (
+    AuthenticationError,
+    InvalidInputError,
+    InvalidResponseError,
+    RequestRefusedError,
+    ServiceError,
+    ServiceUnreachableError,
+)
+from .normalization import Normalization
+from .pipeline.validation import ScoringRequest
+from .results import ScoreDetails
+from .retry import RetryPolicy
+from .wire import TeiRerankRequest, read_tei_details
 
 __all__ = ["RemoteReranker", "ServiceError"]
 
-#: Longest pause honoured from a 503's Retry-After.
-MAX_RETRY_AFTER = 10.0
 
-
-class ServiceError(RuntimeError):
-    """The service answered with an error that retrying will not fix (status and message attached)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"rerank service answered {status}: {message}")
-        self.status = status
-
-
-class RemoteReranker:
+class RemoteReranker(BaseReranker):
     """The :class:`~ettin_integrations.EttinReranker` API, served by a remote ``ettin-rerank serve``.
 
     Args:
@@ -67,17 +70,18 @@ class RemoteReranker:
         max_concurrency: int = 16,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"url must be an http(s) URL such as 'http://127.0.0.1:8000', got {url!r}.")
+            raise InvalidInputError(f"url must be an http(s) URL such as 'http://127.0.0.1:8000', got {url!r}.")
         if retries < 0 or timeout <= 0 or backoff < 0 or max_concurrency < 1:
-            raise ValueError("retries and backoff must be >= 0, timeout > 0 and max_concurrency >= 1.")
+            raise InvalidInputError("retries and backoff must be >= 0, timeout > 0 and max_concurrency >= 1.")
         self.url = url.rstrip("/")
         self.api_key, self.timeout, self.retries, self.backoff = api_key, timeout, retries, backoff
         self.max_concurrency = max_concurrency
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._headers = headers
-        self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._retry = RetryPolicy(retries, backoff)
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(base_url=self.url, headers=self._headers, timeout=timeout)
         self._async_clients: weakref.WeakKeyDictionary[Any, httpx.AsyncClient] = weakref.WeakKeyDictionary()
         self._info: dict[str, Any] | None = None
+        self._normalization: Normalization | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
@@ -93,7 +97,10 @@ class RemoteReranker:
     def info(self) -> dict[str, Any]:
         """The service's ``/info`` (model, device, dtype, options), fetched once."""
         if self._info is None:
-            self._info = self._request("GET", "/info")
+            info = self._request("GET", "/info")
+            if not isinstance(info, dict) or not isinstance(info.get("options"), dict):
+                raise InvalidResponseError("/info is not an object with 'options'", url=self.url)
+            self._info = info
         return self._info
 
     @property
@@ -103,253 +110,146 @@ class RemoteReranker:
 
     @property
     def model_name(self) -> str:
-        return str(self.info["model"])
+        return str(self.info.get("model"))
+
+    @property
+    def normalization(self) -> Normalization:
+        """How the serving engine normalizes: scores here equal its scores."""
+        if self._normalization is None:
+            try:
+                self._normalization = Normalization.from_dict(self.info.get("normalization"))
+            except ValueError as exc:
+                raise InvalidResponseError(f"/info normalization: {exc}", url=self.url) from None
+        return self._normalization
 
     @property
     def normalize(self) -> str | None:
-        return self.options.get("normalize")
+        return self.normalization.mode
 
     @property
     def max_length(self) -> int:
         return int(self.info["max_length"])
 
-    # ----------------------------------------------------------------- the engine's API
-    def score(self, query: str, documents: Sequence[str]) -> list[float]:
-        """Scores in input order, equal to the serving engine's ``score``.
-
-        Example::
-
-            RemoteReranker("http://127.0.0.1:8000").score("q", ["a", "b"])
-        """
-        return self.score_details(query, documents).scores
-
-    def score_details(
-        self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None
-    ) -> ScoreDetails:
-        """Scores plus raw logits, truncation and windows, as :meth:`EttinReranker.score_details`.
-
-        Example::
-
-            details = remote.score_details("q", ["a long document ..."])
-        """
-        body = self._body(check_query(query), check_documents(documents), max_document_tokens)
-        if not body["texts"]:
-            return ScoreDetails([], [], [], [])
-        return self._details(self._request("POST", "/rerank", body), len(body["texts"]))
-
-    def rank(
-        self, query: str, documents: Sequence[str], top_n: int | None = None, score_threshold: float | None = None
-    ) -> list[RankResult]:
-        """Best first, as :meth:`EttinReranker.rank`.
-
-        Example::
-
-            [hit.index for hit in remote.rank("q", docs, top_n=3)]
-        """
-        top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
-        return ranked(self.score_details(query, documents), top_n, score_threshold)
-
-    def score_many(
-        self,
-        queries: Sequence[str],
-        documents_per_query: Sequence[Sequence[str]],
-        *,
-        max_document_tokens: int | None = None,
-    ) -> list[ScoreDetails]:
-        """One request per query, ``max_concurrency`` at a time; the service merges them into shared passes.
-
-        Example::
-
-            remote.score_many(["q1", "q2"], [["a"], ["b", "c"]])
-        """
-        queries, documents_per_query = check_many(queries, documents_per_query)
-        if not queries:
-            return []
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(queries))) as pool:
-            return list(
-                pool.map(
-                    lambda pair: self.score_details(pair[0], pair[1], max_document_tokens=max_document_tokens),
-                    zip(queries, documents_per_query),
-                )
-            )
-
-    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> list[float]:
-        """Scores of ``(queries[i], documents[i])`` pairs, as :meth:`EttinReranker.score_pairs`.
-
-        Example::
-
-            remote.score_pairs(["q1", "q2"], ["a", "b"])
-        """
-        return score_pairs_by_query(self.score_many, queries, documents)
-
-    def rank_many(
-        self,
-        queries: Sequence[str],
-        documents_per_query: Sequence[Sequence[str]],
-        top_n: int | None = None,
-        score_threshold: float | None = None,
-    ) -> list[list[RankResult]]:
-        """:meth:`rank` for many queries, sent concurrently.
-
-        Example::
-
-            remote.rank_many(["q1", "q2"], [docs1, docs2], top_n=10)
-        """
-        top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
-        return [ranked(d, top_n, score_threshold) for d in self.score_many(queries, documents_per_query)]
-
-    async def ascore(self, query: str, documents: Sequence[str]) -> list[float]:
-        """:meth:`score` without blocking the event loop.
-
-        Example::
-
-            await remote.ascore("q", docs)
-        """
-        return (await self.ascore_details(query, documents)).scores
-
-    async def ascore_details(
-        self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None
-    ) -> ScoreDetails:
-        """:meth:`score_details` without blocking the event loop.
-
-        Example::
-
-            await remote.ascore_details("q", docs)
-        """
-        body = self._body(check_query(query), check_documents(documents), max_document_tokens)
-        if not body["texts"]:
-            return ScoreDetails([], [], [], [])
-        return self._details(await self._arequest("POST", "/rerank", body), len(body["texts"]))
-
-    async def arank(
-        self, query: str, documents: Sequence[str], top_n: int | None = None, score_threshold: float | None = None
-    ) -> list[RankResult]:
-        """:meth:`rank` without blocking the event loop.
-
-        Example::
-
-            await remote.arank("q", docs, top_n=5)
-        """
-        top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
-        return ranked(await self.ascore_details(query, documents), top_n, score_threshold)
-
-    async def ascore_many(
-        self,
-        queries: Sequence[str],
-        documents_per_query: Sequence[Sequence[str]],
-        *,
-        max_document_tokens: int | None = None,
-    ) -> list[ScoreDetails]:
-        """:meth:`score_many` without blocking the event loop.
-
-        Example::
-
-            await remote.ascore_many(["q1", "q2"], [docs1, docs2])
-        """
-        queries, documents_per_query = check_many(queries, documents_per_query)
-        limit = asyncio.Semaphore(self.max_concurrency)
-
-        async def one(query: str, docs: list[str]) -> ScoreDetails:
-            async with limit:
-                return await self.ascore_details(query, docs, max_document_tokens=max_document_tokens)
-
-        return list(await asyncio.gather(*(one(q, d) for q, d in zip(queries, documents_per_query))))
-
-    async def arank_many(
-        self,
-        queries: Sequence[str],
-        documents_per_query: Sequence[Sequence[str]],
-        top_n: int | None = None,
-        score_threshold: float | None = None,
-    ) -> list[list[RankResult]]:
-        """:meth:`rank_many` without blocking the event loop.
-
-        Example::
-
-            await remote.arank_many(["q1", "q2"], [docs1, docs2], top_n=5)
-        """
-        top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
-        return [ranked(d, top_n, score_threshold) for d in await self.ascore_many(queries, documents_per_query)]
+    def describe(self) -> dict[str, Any]:
+        return {**self.info, "url": self.url}
 
     def close(self) -> None:
         """Close the connection pool (the object stays usable: it reconnects on demand)."""
         self._client.close()
         self._client = httpx.Client(base_url=self.url, headers=self._headers, timeout=self.timeout)
 
+    # ----------------------------------------------------------------- the contract's one method
+    def _score_request(self, request: ScoringRequest, show_progress_bar: bool) -> list[ScoreDetails]:
+        """One request per query, ``max_concurrency`` at a time; the service merges them into shared passes."""
+        cap = request.max_document_tokens
+        jobs = list(zip(request.queries, request.documents_per_query))
+        if len(jobs) == 1:
+            return [self._score_one(*jobs[0], cap)]
+        with (
+            ThreadPoolExecutor(max_workers=max(1, min(self.max_concurrency, len(jobs)))) as pool,
+            tqdm(total=len(jobs), disable=not show_progress_bar, desc="Reranking", unit="query") as bar,
+        ):
+            futures = [pool.submit(self._score_one, query, docs, cap) for query, docs in jobs]
+            results = []
+            for future in futures:
+                results.append(future.result())
+                bar.update(1)
+            return results
+
+    async def _ascore_request(self, request: ScoringRequest, show_progress_bar: bool) -> list[ScoreDetails]:
+        limit = asyncio.Semaphore(self.max_concurrency)
+        cap = request.max_document_tokens
+
+        async def one(query: str, docs: list[str]) -> ScoreDetails:
+            async with limit:
+                body = self._body(query, docs, cap)
+                if body is None:
+                    return ScoreDetails([], [], [], [])
+                return self._details(await self._arequest("POST", "/rerank", body), len(docs))
+
+        return list(await asyncio.gather(*(one(q, d) for q, d in zip(request.queries, request.documents_per_query))))
+
+    def _score_one(self, query: str, docs: list[str], cap: int | None) -> ScoreDetails:
+        body = self._body(query, docs, cap)
+        if body is None:
+            return ScoreDetails([], [], [], [])
+        return self._details(self._request("POST", "/rerank", body), len(docs))
+
     # ----------------------------------------------------------------- HTTP
-    def _body(self, query: str, texts: list[str], cap: int | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"query": query, "texts": texts, "raw_scores": True, "truncate": True,
-                                "return_details": True}  # fmt: skip
-        if check_positive("max_document_tokens", cap) is not None:
-            body["max_tokens_per_doc"] = cap
-        return body
-
-    def _details(self, ranks: list[dict[str, Any]], count: int) -> ScoreDetails:
-        options = self.options
-        raw = [0.0] * count
-        truncated = [False] * count
-        windows = [1] * count
-        for item in ranks:
-            i = int(item["index"])
-            raw[i], truncated[i], windows[i] = float(item["raw_score"]), bool(item["truncated"]), int(item["windows"])
-        scores = [
-            normalize_score(r, options.get("normalize"), options["normalize_shift"], options["normalize_temperature"])
-            for r in raw
-        ]
-        return ScoreDetails(scores, raw, truncated, windows)
-
-    def _pause(self, attempt: int, response: httpx.Response | None) -> float:
-        if response is not None and response.headers.get("retry-after", "").isdigit():
-            return min(float(response.headers["retry-after"]), MAX_RETRY_AFTER)
-        return self.backoff * (2**attempt)
-
     @staticmethod
-    def _raise_for(response: httpx.Response) -> None:
+    def _body(query: str, texts: list[str], cap: int | None) -> dict[str, Any] | None:
+        if not texts:
+            return None
+        body = TeiRerankRequest(query=query, texts=texts, raw_scores=True, truncate=True, return_details=True,
+                                max_tokens_per_doc=cap)  # fmt: skip
+        return body.model_dump(exclude_none=True)
+
+    def _details(self, data: Any, count: int) -> ScoreDetails:
         try:
-            message = str(response.json().get("message") or response.text)
-        except ValueError:
-            message = response.text
-        if response.status_code in (413, 422):
-            raise ValueError(f"rerank service refused the request ({response.status_code}): {message}")
-        if response.status_code == 401:
-            raise PermissionError(f"rerank service refused the API key: {message}")
-        raise ServiceError(response.status_code, message)
+            raw, truncated, windows = read_tei_details(data, count)
+        except ValueError as exc:
+            raise InvalidResponseError(f"/rerank {exc}", url=self.url) from None
+        return self.normalization.details(raw, truncated, windows)
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        for attempt in range(self.retries + 1):
+        for attempt in itertools.count():
             try:
-                response = self._client.request(method, path, json=body)
-            except httpx.TransportError:
-                if attempt == self.retries:
-                    raise
-                time.sleep(self._pause(attempt, None))
-                continue
-            if response.status_code == 503 and attempt < self.retries:
-                time.sleep(self._pause(attempt, response))
-                continue
-            if response.status_code >= 400:
-                self._raise_for(response)
-            return response.json()
+                outcome: httpx.Response | httpx.TransportError = self._client.request(method, path, json=body)
+            except httpx.TransportError as exc:
+                outcome = exc
+            pause = self._retry.pause(attempt, outcome)
+            if pause is None:
+                return self._decode(outcome, path)
+            time.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _arequest(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        client = self._async_client()
+        for attempt in itertools.count():
+            try:
+                outcome: httpx.Response | httpx.TransportError = await client.request(method, path, json=body)
+            except httpx.TransportError as exc:
+                outcome = exc
+            pause = self._retry.pause(attempt, outcome)
+            if pause is None:
+                return self._decode(outcome, path)
+            await asyncio.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _async_client(self) -> httpx.AsyncClient:
+        # One client per event loop: an httpx.AsyncClient must not cross loops.
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
             client = httpx.AsyncClient(base_url=self.url, headers=self._headers, timeout=self.timeout)
             self._async_clients[loop] = client
-        for attempt in range(self.retries + 1):
-            try:
-                response = await client.request(method, path, json=body)
-            except httpx.TransportError:
-                if attempt == self.retries:
-                    raise
-                await asyncio.sleep(self._pause(attempt, None))
-                continue
-            if response.status_code == 503 and attempt < self.retries:
-                await asyncio.sleep(self._pause(attempt, response))
-                continue
-            if response.status_code >= 400:
-                self._raise_for(response)
-            return response.json()
-        raise AssertionError("unreachable")  # pragma: no cover
+        return client
+
+    def _decode(self, outcome: httpx.Response | httpx.TransportError, path: str) -> Any:
+        """The answer's JSON, or the named error for a final failure."""
+        if isinstance(outcome, httpx.TransportError):
+            raise ServiceUnreachableError(
+                f"{path}: {type(outcome).__name__}: {outcome} (after {self.retries + 1} attempts)", url=self.url
+            ) from outcome
+        status = outcome.status_code
+        if status >= 400:
+            message = _error_message(outcome)
+            if status in (413, 422):
+                raise RequestRefusedError(f"refused the request ({status}): {message}", url=self.url, status=status)
+            if status == 401:
+                raise AuthenticationError(f"refused the API key: {message}", url=self.url, status=status)
+            raise ServiceError(f"answered {status}: {message}", url=self.url, status=status)
+        try:
+            return outcome.json()
+        except ValueError:
+            raise InvalidResponseError(f"{path} answered {status} with a body that is not JSON", url=self.url) from None
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error") or body)[:500]
+    return str(body)[:500]

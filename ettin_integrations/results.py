@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from .errors import InputTypeError, InvalidInputError
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,21 +58,24 @@ def ranked(details: ScoreDetails, top_n: int | None, score_threshold: float | No
     return results if top_n is None else results[:top_n]
 
 
-def score_pairs_by_query(
-    score_many: Callable[..., list[ScoreDetails]], queries: Sequence[str], documents: Sequence[str]
-) -> list[float]:
-    """Scores of ``(queries[i], documents[i])`` pairs via ``score_many``, grouping pairs by query
-    so each distinct query is tokenized once and all pairs share one batched pass."""
+def group_pairs(
+    queries: Sequence[str], documents: Sequence[str]
+) -> tuple[list[str], list[list[str]], list[tuple[int, int]]]:
+    """``(query, document)`` pairs grouped by query, so each distinct query is tokenized once and all
+    pairs share one batched pass: ``(distinct queries, their documents, where each pair landed)``."""
+    if isinstance(queries, (str, bytes)) or isinstance(documents, (str, bytes)):
+        raise InputTypeError("queries and documents must be lists with one entry per pair, not strings.")
     if len(queries) != len(documents):
-        raise ValueError(f"Got {len(queries)} queries but {len(documents)} documents; pass one query per pair.")
+        raise InvalidInputError(f"Got {len(queries)} queries but {len(documents)} documents; pass one query per pair.")
     slots: dict[str, int] = {}
     grouped: list[list[str]] = []
     where: list[tuple[int, int]] = []
-    for query, document in zip(queries, documents):
+    for i, (query, document) in enumerate(zip(queries, documents)):
+        if not isinstance(query, str):  # a dict key must be hashable; the rest is checked with the documents
+            raise InputTypeError(f"queries[{i}] must be a string, got {type(query).__name__}.")
         slot = slots.setdefault(query, len(slots))
         if slot == len(grouped):
             grouped.append([])
         where.append((slot, len(grouped[slot])))
         grouped[slot].append(document)
-    details = score_many(list(slots), grouped)
-    return [details[q].scores[d] for q, d in where]
+    return list(slots), grouped, where

@@ -37,7 +37,7 @@ from _embeddings import DEFAULT_EMBEDDER, example_parser, load_embedder
 
 from ettin_integrations import DEFAULT_MODEL, get_reranker
 from ettin_integrations.jsonl import read_jsonl
-from ettin_integrations.runtime.validation import check_text
+from ettin_integrations.pipeline.validation import check_text
 
 logger = logging.getLogger("rag_app")
 #: Largest request body accepted; a question is at most 2000 characters, so this is generous.

@@ -78,7 +78,7 @@ def ettin17m_checkpoint(run_dir: Path) -> str:
 def trained_tiny(run_dir: Path) -> Path:
     """Tiny Ettin shape *trained* against a BM25 teacher (distillation's own pipeline), built once."""
     pytest.importorskip("datasets", reason="training needs the [distill] extra")
-    from ettin_integrations.distillation.fixture import build_trained_checkpoint
+    from ettin_integrations.testing.trained import build_trained_checkpoint
 
     return build_trained_checkpoint(_cache_root(run_dir) / "tiny-trained", "tiny")
 

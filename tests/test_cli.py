@@ -175,11 +175,11 @@ def test_version_and_verbose_before_the_command(tiny_checkpoint, capsys):
 def test_eval_without_its_extra_stops_before_any_work(monkeypatch, beir_dir, capsys):
     import importlib.util as util
 
-    from ettin_integrations import cli
+    from ettin_integrations.cli import evaluate
 
     real = util.find_spec
-    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name, *a: None if name == "bm25s" else real(name, *a))
-    monkeypatch.setattr(cli, "make_reranker", lambda args: pytest.fail("loaded a model before checking extras"))
+    monkeypatch.setattr(util, "find_spec", lambda name, *a: None if name == "bm25s" else real(name, *a))
+    monkeypatch.setattr(evaluate, "make_reranker", lambda args: pytest.fail("loaded a model before checking extras"))
     code, _ = _run(["eval", str(beir_dir)])
     err = capsys.readouterr().err
     assert code == 2 and "bm25s" in err and "pip install 'ettin-integrations[cli]'" in err

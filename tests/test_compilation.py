@@ -16,9 +16,9 @@ import torch
 from conftest import DOCUMENTS, QUERY
 
 from ettin_integrations import EttinReranker
-from ettin_integrations.runtime import compilation
-from ettin_integrations.runtime.compilation import bucket, packed_fillers, padded_shape
-from ettin_integrations.runtime.loading import clear_model_cache
+from ettin_integrations.model import compilation
+from ettin_integrations.model.compilation import bucket, packed_fillers, padded_shape
+from ettin_integrations.model.loading import clear_model_cache
 
 LADDER = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128]
 
@@ -148,7 +148,8 @@ def test_compile_failure_mid_call_finishes_the_call_eagerly(tiny_checkpoint, fak
     assert engine.forward_path == "torch.compile(mode='default')"
     scores = engine.score(QUERY, DOCUMENTS)
     assert engine.forward_path.startswith("eager (torch.compile failed: RuntimeError")
-    assert scores == pytest.approx(_eager(tiny_checkpoint).score(QUERY, DOCUMENTS), abs=1e-5)
+    # The same batches eagerly (another batch size pads differently and moves float32 scores by ~3e-5).
+    assert scores == pytest.approx(_eager(tiny_checkpoint, batch_tokens=64).score(QUERY, DOCUMENTS), abs=1e-5)
 
 
 def test_compiled_scores_that_disagree_with_eager_are_refused(tiny_checkpoint, fake_compile):
@@ -163,7 +164,7 @@ def test_compile_is_part_of_the_model_key_and_validated(tiny_checkpoint):
         _eager(tiny_checkpoint, compile="fast")
     assert _eager(tiny_checkpoint).cross_encoder is not None
     from ettin_integrations.config import EngineConfig
-    from ettin_integrations.runtime.loading import LoadSpec
+    from ettin_integrations.model.loading import LoadSpec
 
     off, on = (LoadSpec.from_config(EngineConfig(model=tiny_checkpoint, device="cpu", compile=m).resolved())
                for m in ("off", "default"))  # fmt: skip

@@ -14,7 +14,7 @@ from conftest import DOCUMENTS, QUERY, await_while_ticking
 from sentence_transformers import CrossEncoder
 
 from ettin_integrations import EttinReranker, RankResult, get_reranker
-from ettin_integrations.engine import ranked as _ranked
+from ettin_integrations.results import ranked as _ranked
 from ettin_integrations.results import ScoreDetails
 
 PARITY_QUERIES = [
@@ -173,7 +173,7 @@ def test_truncation_keeps_query_and_reports(tiny_checkpoint, reference, caplog):
 
 def test_long_query_keeps_its_first_tokens(tiny_checkpoint):
     reranker = EttinReranker(tiny_checkpoint, device="cpu", max_length=40, keep_query_tokens=20)
-    pairs = reranker._pairs
+    pairs = reranker._pipeline.pairs
     query_ids = pairs.encode_texts(["berlin " * 60])[0]
     doc_ids = pairs.encode_texts(["museum " * 60])[0]
     encoded = pairs.assemble(query_ids, doc_ids)
@@ -337,7 +337,7 @@ def test_simulated_cuda_oom_backs_off_and_returns_right_scores(tiny_checkpoint, 
     reranker = EttinReranker(tiny_checkpoint, device="cpu", batch_tokens=4096)
     expected = reranker.score(QUERY, DOCUMENTS * 3)
     engine = EttinReranker(tiny_checkpoint, device="cpu", batch_tokens=4096)
-    real = engine._forward._batch
+    real = engine._pipeline.forward._batch
     seen: list[int] = []
 
     def flaky(pairs):
@@ -347,7 +347,7 @@ def test_simulated_cuda_oom_backs_off_and_returns_right_scores(tiny_checkpoint, 
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(pairs)
 
-    monkeypatch.setattr(engine._forward, "_batch", flaky)
+    monkeypatch.setattr(engine._pipeline.forward, "_batch", flaky)
     scores = engine.score(QUERY, DOCUMENTS * 3)
     assert scores == pytest.approx(expected, abs=1e-5)
     assert engine.batch_tokens <= 600
@@ -360,13 +360,13 @@ def test_oom_on_a_single_pair_is_raised(tiny_checkpoint, monkeypatch):
     def always_oom(pairs):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(engine._forward, "_batch", always_oom)
+    monkeypatch.setattr(engine._pipeline.forward, "_batch", always_oom)
     with pytest.raises(torch.OutOfMemoryError):
         engine.score(QUERY, ["a long enough document " * 10])
 
 
 def test_refuses_old_sentence_transformers(monkeypatch):
-    from ettin_integrations.runtime import dependencies as _compat
+    from ettin_integrations.model import dependencies as _compat
 
     monkeypatch.setattr(_compat, "version", lambda name: "5.4.1" if name == "sentence-transformers" else "5.2.0")
     with pytest.raises(ImportError, match=r"random.*pip install -U 'sentence-transformers>=5.5'"):

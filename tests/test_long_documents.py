@@ -111,16 +111,16 @@ def test_fifty_thousand_token_document_in_chunk_mode(tiny_checkpoint):
 def test_chunk_windows_are_batched_with_other_pairs(tiny_checkpoint, monkeypatch):
     reranker = EttinReranker(tiny_checkpoint, device="cpu", max_length=64, long_documents="chunk", batch_tokens=4096)
     calls: list[int] = []
-    real = reranker._forward._batch
+    real = reranker._pipeline.forward._batch
 
     def counting(pairs):
         calls.append(len(pairs))
         return real(pairs)
 
-    monkeypatch.setattr(reranker._forward, "_batch", counting)
+    monkeypatch.setattr(reranker._pipeline.forward, "_batch", counting)
     encodes: list[int] = []
-    real_encode = reranker._pairs.encode_texts
-    monkeypatch.setattr(reranker._pairs, "encode_texts", lambda texts: encodes.append(len(texts)) or real_encode(texts))
+    real_encode = reranker._pipeline.pairs.encode_texts
+    monkeypatch.setattr(reranker._pipeline.pairs, "encode_texts", lambda texts: encodes.append(len(texts)) or real_encode(texts))
     details = reranker.score_details(QUERY, ["the city " * 100, "river " * 80, "short"])
     assert sum(details.windows) == sum(calls)
     assert len(calls) == 1  # every window of every document in one forward pass

@@ -11,7 +11,7 @@ import pytest
 from conftest import DOCUMENTS, QUERY
 
 from ettin_integrations import EttinReranker
-from ettin_integrations.runtime.microbatch import Cancelled, MicroBatcher
+from ettin_integrations.concurrency.microbatch import Cancelled, MicroBatcher
 
 
 class GatedRun:

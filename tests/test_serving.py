@@ -25,7 +25,8 @@ pytest.importorskip("prometheus_client")
 from conftest import DOCUMENTS, QUERY, running_service
 
 from ettin_integrations import EttinReranker, RemoteReranker
-from ettin_integrations.runtime.normalization import sigmoid
+from ettin_integrations.errors import ServiceUnreachableError
+from ettin_integrations.normalization import sigmoid
 from ettin_integrations.serving import ServeSettings, create_app
 
 API_KEY = "test-key"
@@ -251,8 +252,9 @@ def test_remote_retries_through_a_restart(tiny_checkpoint):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     remote = RemoteReranker(url, retries=8, backoff=0.5)
-    with pytest.raises(httpx.TransportError):
+    with pytest.raises(ServiceUnreachableError, match=url) as refused:  # named, never a raw transport error
         RemoteReranker(url, retries=0).score(QUERY, ["d"])
+    assert isinstance(refused.value, ConnectionError) and isinstance(refused.value.__cause__, httpx.TransportError)
     script = Path(sys.executable).with_name("ettin-rerank")
     process = subprocess.Popen(
         [str(script), "serve", "--model", tiny_checkpoint, "--device", "cpu", "--port", str(port)],

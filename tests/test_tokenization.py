@@ -6,7 +6,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from ettin_integrations.runtime.tokenization import PairTokenizer, learn_template
+from ettin_integrations.pipeline.tokenization import PairTokenizer, learn_template
 
 
 def _bert_style_tokenizer() -> PreTrainedTokenizerFast:
@@ -76,7 +76,7 @@ def test_cut_documents_at_ordinary_lengths_equal_whole_tokenization(tiny_checkpo
     from ettin_integrations import EttinReranker
     from ettin_integrations.benchmarking.workload import make_workload
 
-    pairs = EttinReranker(tiny_checkpoint, device="cpu", max_length=128)._pairs
+    pairs = EttinReranker(tiny_checkpoint, device="cpu", max_length=128)._pipeline.pairs
     limit = pairs.text_budget
     texts = [d for docs in make_workload(4, 50, seed=2).candidates for d in docs]
     cut = pairs.encode_documents(texts, limit)
@@ -89,7 +89,7 @@ def test_cut_documents_at_ordinary_lengths_equal_whole_tokenization(tiny_checkpo
 
 def test_token_cache_hits_are_identical_and_bounded(tiny_checkpoint):
     from ettin_integrations import EttinReranker
-    from ettin_integrations.runtime.token_cache import TokenCache
+    from ettin_integrations.pipeline.token_cache import TokenCache
 
     cached = EttinReranker(tiny_checkpoint, device="cpu", token_cache_tokens=2000)
     plain = EttinReranker(tiny_checkpoint, device="cpu", token_cache_tokens=0)

@@ -10,8 +10,8 @@ from conftest import DOCUMENTS, QUERY
 
 from ettin_integrations import EttinReranker
 from ettin_integrations.kernels.varlen import ATTENTION_NAME, kernel_available, pack, reference_varlen_attention
-from ettin_integrations.runtime.batching import plan_batches
-from ettin_integrations.runtime.placement import attention_candidates
+from ettin_integrations.pipeline.batching import plan_batches
+from ettin_integrations.model.placement import attention_candidates
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the device machine)")
 
@@ -74,7 +74,7 @@ def test_unpadded_model_scores_equal_padded(tiny_checkpoint, max_length):
         batch_tokens=300,
     )
     assert padded.attention == "sdpa" and packed.attention == ATTENTION_NAME
-    assert packed._forward.packed and not padded._forward.packed
+    assert packed._pipeline.forward.packed and not padded._pipeline.forward.packed
     docs = [*DOCUMENTS, "a long one " * 80]  # longer than the 128-token local window
     a, b = np.array(padded.score(QUERY, docs)), np.array(packed.score(QUERY, docs))
     assert np.max(np.abs(a - b)) < 1e-8
@@ -100,7 +100,7 @@ def test_gpu_defaults_report_the_unpadded_path(tiny_checkpoint):
     if expected == "sdpa":
         pytest.skip("neither flash-attn nor PyTorch's varlen kernel is available on this GPU")
     assert reranker.attention == expected
-    assert reranker._forward.packed
+    assert reranker._pipeline.forward.packed
 
 
 @cuda_only

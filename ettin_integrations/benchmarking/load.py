@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .workload import WORDS
+from ..testing.words import WORDS
 
 #: Largest difference from the engine's own score accepted as "the same answer" (float32 rounding).
 TOLERANCE = 1e-3

@@ -57,7 +57,7 @@ def _scorer(checkpoint: str, variant: str, device: str) -> tuple[Scorer, str]:
     import torch
 
     from ..engine import EttinReranker
-    from ..runtime.loading import clear_model_cache
+    from ..model.loading import clear_model_cache
 
     if variant == "predict_bfloat16":  # sentence-transformers' own bf16: its head rounds in bf16 too
         from sentence_transformers import CrossEncoder
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ..distillation.fixture import build_trained_checkpoint
     from ..testing import build_checkpoint
+    from ..testing.trained import build_trained_checkpoint
     from .run import default_cache
 
     parser = argparse.ArgumentParser(prog="python -m ettin_integrations.benchmarking.precision", description=__doc__)

@@ -24,7 +24,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from ..testing import ETTIN_SIZES
+from ..catalog import ETTIN_SIZES
 from .variants import DEFAULT_VARIANTS, VARIANT_HELP, VARIANT_PATTERN
 from .workload import add_workload_args, workload_argv
 

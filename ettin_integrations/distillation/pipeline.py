@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..catalog import resolve_model
 from ..evaluation.beir import BeirDataset, load_beir, load_beir_files
 from .agreement import agreement_by_query
 from .teacher import TeacherScores, engine_scorer, read_scores, score_with_cache
-from .training import TrainingOptions, held_out_scores, resolve_model, train_student
+from .training import TrainingOptions, held_out_scores, train_student
 
 logger = logging.getLogger("ettin_integrations")
 

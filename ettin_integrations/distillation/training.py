@@ -10,42 +10,39 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..catalog import resolve_model
 from .agreement import agreement_by_query
 
 logger = logging.getLogger("ettin_integrations")
 
-#: Sizes of the released Ettin rerankers: ``student="17m"`` starts from that model.
-ETTIN_RERANKERS = ("17m", "32m", "68m", "150m", "400m", "1b")
 
+class TrainingOptions(BaseModel):
+    """What the trainer needs beyond data (the CLI's flags are derived from these fields, as for the engine)."""
 
-def resolve_model(name: str) -> str:
-    """``"17m"`` -> ``"cross-encoder/ettin-reranker-17m-v1"``; hub ids and directories unchanged."""
-    return f"cross-encoder/ettin-reranker-{name}-v1" if name in ETTIN_RERANKERS else name
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-
-def _option(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class TrainingOptions:
-    """What the trainer needs beyond data (the CLI's flags are derived from these fields)."""
-
-    max_steps: int = _option(1000, "optimizer steps to train")
-    batch_size: int = _option(32, "pairs per step")
-    learning_rate: float = _option(5e-5, "peak learning rate (linear warm-up, then linear decay)")
-    warmup_ratio: float = _option(0.1, "share of the steps spent warming up")
-    eval_steps: int = _option(100, "measure agreement on held-out queries every N steps (0: only before/after)")
-    save_steps: int = _option(200, "write a resumable checkpoint every N steps")
-    logging_steps: int = _option(20, "log the loss every N steps")
-    seed: int = _option(0, "seed for the query split, data order and initialisation")
-    max_length: int = _option(512, "longest (query, document) pair in tokens during training and evaluation")
-    device: str | None = _option(None, "device to train on (default: CUDA when present)")
-    progress: bool = _option(True, "show progress bars")
+    max_steps: int = Field(default=1000, ge=1, description="optimizer steps to train")
+    batch_size: int = Field(default=32, ge=1, description="pairs per step")
+    learning_rate: float = Field(
+        default=5e-5, gt=0, description="peak learning rate (linear warm-up, then linear decay)"
+    )
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1, description="share of the steps spent warming up")
+    eval_steps: int = Field(
+        default=100, ge=0, description="measure agreement on held-out queries every N steps (0: only before/after)"
+    )
+    save_steps: int = Field(default=200, ge=1, description="write a resumable checkpoint every N steps")
+    logging_steps: int = Field(default=20, ge=1, description="log the loss every N steps")
+    seed: int = Field(default=0, description="seed for the query split, data order and initialisation")
+    max_length: int = Field(
+        default=512, ge=2, description="longest (query, document) pair in tokens during training and evaluation"
+    )
+    device: str | None = Field(default=None, description="device to train on (default: CUDA when present)")
+    progress: bool = Field(default=True, description="show progress bars")
 
 
 def _evaluator_class() -> type:

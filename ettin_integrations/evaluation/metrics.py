@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine import EttinReranker
+from ..contract import Reranker
 from .beir import BeirDataset
 
 Run = dict[str, dict[str, float]]  # query id -> doc id -> score
@@ -60,7 +60,7 @@ def embedder_run(dataset: BeirDataset, k: int, embedder: str, device: str | None
     }
 
 
-def rerank_run(reranker: EttinReranker, dataset: BeirDataset, run: Run, show_progress_bar: bool = True) -> Run:
+def rerank_run(reranker: Reranker, dataset: BeirDataset, run: Run, show_progress_bar: bool = True) -> Run:
     """Rerank every query's first-stage candidates in one batched pass; scores replace the first stage's."""
     query_ids = list(run)
     candidates = [list(run[q]) for q in query_ids]
@@ -87,7 +87,7 @@ def metrics(dataset: BeirDataset, run: Run, k: int) -> dict[str, float]:
 
 def evaluate(
     dataset: BeirDataset,
-    reranker: EttinReranker,
+    reranker: Reranker,
     k: int = 100,
     embedder: str | None = None,
     show_progress_bar: bool = True,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import DEFAULT_MODEL
+from ..contract import Reranker
 from ..results import ranked
 
 try:
@@ -42,7 +43,7 @@ class RerankBatch:
     ) -> None:
         from ..registry import get_reranker
 
-        self.engine = get_reranker(model, **engine_options)
+        self.engine: Reranker = get_reranker(model, **engine_options)
         self.query_column, self.documents_column, self.document_column = query_column, documents_column, document_column
         self.top_n = top_n
 

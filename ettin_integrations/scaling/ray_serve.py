@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import DEFAULT_MODEL
+from ..contract import Reranker
 from ..serving.settings import ServeSettings
 
 try:
@@ -36,7 +37,7 @@ class EttinRerankDeployment:
     def __init__(self, model: str, engine_options: dict[str, Any], settings: dict[str, Any]) -> None:
         from ..registry import get_reranker
 
-        self.engine = get_reranker(model, **engine_options)
+        self.engine: Reranker = get_reranker(model, **engine_options)
         self.settings = ServeSettings(**settings)
 
     def __serve_build_asgi_app__(self) -> Any:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InvalidInputError
 from .token_cache import TokenCache
 
 #: Characters per token assumed when cutting a document before tokenizing (most tokens are shorter;
@@ -98,7 +99,7 @@ class PairTokenizer:
         self.tokenizer = tokenizer
         self.template = learn_template(tokenizer)
         if max_length <= self.template.num_special + 1:
-            raise ValueError(
+            raise InvalidInputError(
                 f"max_length={max_length} leaves no room for text: the pair template alone uses "
                 f"{self.template.num_special} tokens."
             )
@@ -109,7 +110,7 @@ class PairTokenizer:
         self.cache = cache
         if special_tokens_as_text:
             if self._backend is None:
-                raise ValueError("special_tokens_as_text needs a fast (Rust) tokenizer.")
+                raise InvalidInputError("special_tokens_as_text needs a fast (Rust) tokenizer.")
             # A private copy: the shared model's tokenizer must keep the reference behaviour.
             self._backend = copy.deepcopy(self._backend)
             self._backend.encode_special_tokens = True

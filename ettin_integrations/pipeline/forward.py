@@ -11,12 +11,13 @@ from typing import Any
 
 import torch
 
+from ..concurrency import forking
 from ..kernels.varlen import pack
-from . import forking
-from .batching import collate, plan_batches
-from .compilation import Compilation, describe_failure, packed_fillers, padded_shape, rounded_longest
-from .loading import LoadedModel
-from .placement import PACKED_ATTENTION
+from ..model.compilation import Compilation, describe_failure, packed_fillers, padded_shape, rounded_longest
+from ..model.inputs import collate
+from ..model.loading import LoadedModel
+from ..model.placement import PACKED_ATTENTION
+from .batching import plan_batches
 from .timings import StageTimes
 from .tokenization import EncodedPair
 

@@ -97,7 +97,11 @@ class MicroBatcher(Generic[R]):
         self._pending: list[Job[R]] = []
         self._busy = False
         self.stats = BatchingStats()
-        self.on_pass: Callable[[int, int], None] | None = None  # (requests, items) after each pass
+        self._listeners: list[Callable[[int, int], None]] = []
+
+    def add_listener(self, listener: Callable[[int, int], None]) -> None:
+        """Call ``listener(requests, items)`` after each pass (metrics); listeners must not raise."""
+        self._listeners.append(listener)
 
     @property
     def queued_items(self) -> int:
@@ -205,5 +209,5 @@ class MicroBatcher(Generic[R]):
                     successor.signal()
                 else:
                     self._busy = False
-            if self.on_pass is not None:
-                self.on_pass(len(batch), used)
+            for listener in self._listeners:
+                listener(len(batch), used)

@@ -1,11 +1,20 @@
-"""Check caller input up front, so bad input fails with a message that names the position."""
+"""Stage 1 of the pipeline, validate: check caller input up front, naming the position of what is wrong.
+
+The public methods of every reranker (``contract.BaseReranker``) run this before any work is queued,
+so one caller's bad input never fails a pass shared with others, and a remote reranker refuses the
+same input the local engine would. Wrong kinds of value raise :class:`InputTypeError` (a
+``TypeError``), wrong values :class:`InvalidInputError` (a ``ValueError``).
+"""
 
 from __future__ import annotations
 
 import math
 import re
 from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
 from typing import Any
+
+from ..errors import InputTypeError, InvalidInputError
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -14,7 +23,7 @@ def check_text(text: str, where: str) -> str:
     """Refuse text the tokenizer cannot encode (lone surrogates, e.g. from a bad decode), naming it."""
     match = _SURROGATE.search(text)
     if match is not None:
-        raise ValueError(
+        raise InvalidInputError(
             f"{where} contains a lone surrogate {match.group()!r} at character {match.start()}, which is not valid "
             "Unicode text (often from decoding bytes with errors='surrogateescape'); clean or re-decode it."
         )
@@ -24,25 +33,27 @@ def check_text(text: str, where: str) -> str:
 def check_query(query: Any, where: str = "query") -> str:
     """``query`` as a string, or an error naming what is wrong with it."""
     if query is None:
-        raise TypeError(f"{where} is None; pass the search query as a string.")
+        raise InputTypeError(f"{where} is None; pass the search query as a string.")
     if not isinstance(query, str):
-        raise TypeError(f"{where} must be a string, got {type(query).__name__}.")
+        raise InputTypeError(f"{where} must be a string, got {type(query).__name__}.")
     return check_text(query, where)
 
 
 def check_documents(documents: Any, where: str = "documents") -> list[str]:
     """Return ``documents`` as a list of strings, or raise naming the first bad element."""
     if documents is None:
-        raise TypeError(f"{where} is None; pass a list of document strings (an empty list is fine).")
+        raise InputTypeError(f"{where} is None; pass a list of document strings (an empty list is fine).")
     if isinstance(documents, (str, bytes)):
-        raise TypeError(f"{where} must be a list of strings, not a single {type(documents).__name__}; wrap it: [text].")
+        raise InputTypeError(
+            f"{where} must be a list of strings, not a single {type(documents).__name__}; wrap it: [text]."
+        )
     if isinstance(documents, Mapping):
-        raise TypeError(
+        raise InputTypeError(
             f"{where} is a {type(documents).__name__}: results index into a list, so pass the texts in order, "
             f"e.g. ids = list(d); texts = [d[i] for i in ids]."
         )
     if isinstance(documents, Set):
-        raise TypeError(
+        raise InputTypeError(
             f"{where} is a {type(documents).__name__}, which has no order for result indices to refer to; "
             "pass a list (e.g. sorted(texts))."
         )
@@ -50,11 +61,11 @@ def check_documents(documents: Any, where: str = "documents") -> list[str]:
         try:
             documents = list(documents)
         except TypeError:
-            raise TypeError(f"{where} must be a list of strings, got {type(documents).__name__}.") from None
+            raise InputTypeError(f"{where} must be a list of strings, got {type(documents).__name__}.") from None
     for i, doc in enumerate(documents):
         if not isinstance(doc, str):
             kind = "None" if doc is None else type(doc).__name__
-            raise TypeError(f"{where}[{i}] is {kind}; every document must be a string.")
+            raise InputTypeError(f"{where}[{i}] is {kind}; every document must be a string.")
         check_text(doc, f"{where}[{i}]")
     return list(documents)
 
@@ -63,9 +74,9 @@ def check_top_n(top_n: Any) -> int | None:
     if top_n is None:
         return None
     if isinstance(top_n, bool) or not isinstance(top_n, int):
-        raise TypeError(f"top_n must be an int or None, got {type(top_n).__name__}.")
+        raise InputTypeError(f"top_n must be an int or None, got {type(top_n).__name__}.")
     if top_n < 0:
-        raise ValueError(f"top_n must be >= 0 (or None for all), got {top_n}.")
+        raise InvalidInputError(f"top_n must be >= 0 (or None for all), got {top_n}.")
     return top_n
 
 
@@ -73,9 +84,9 @@ def check_threshold(score_threshold: Any) -> float | None:
     if score_threshold is None:
         return None
     if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float)):
-        raise TypeError(f"score_threshold must be a number or None, got {type(score_threshold).__name__}.")
+        raise InputTypeError(f"score_threshold must be a number or None, got {type(score_threshold).__name__}.")
     if math.isnan(score_threshold):
-        raise ValueError("score_threshold is NaN, which no score can pass; use None to keep every document.")
+        raise InvalidInputError("score_threshold is NaN, which no score can pass; use None to keep every document.")
     return float(score_threshold)
 
 
@@ -83,9 +94,9 @@ def check_many(queries: Any, documents_per_query: Any) -> tuple[list[str], list[
     """Validate queries with one document list each; errors name ``queries[i]`` or ``documents_per_query[i][j]``."""
     for name, value in (("queries", queries), ("documents_per_query", documents_per_query)):
         if isinstance(value, (str, bytes, Mapping, Set)) or not isinstance(value, Sequence):
-            raise TypeError(f"{name} must be a list, got {type(value).__name__}.")
+            raise InputTypeError(f"{name} must be a list, got {type(value).__name__}.")
     if len(queries) != len(documents_per_query):
-        raise ValueError(
+        raise InvalidInputError(
             f"Got {len(queries)} queries but {len(documents_per_query)} document lists; pass one list per query."
         )
     checked_queries = [check_query(q, f"queries[{i}]") for i, q in enumerate(queries)]
@@ -97,6 +108,34 @@ def check_positive(name: str, value: Any) -> int | None:
     """``value`` as a positive int, or None; anything else is refused naming ``name``."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputTypeError(f"{name} must be a positive int or None, got {type(value).__name__}.")
+    if value < 1:
+        raise InvalidInputError(f"{name} must be a positive int or None, got {value!r}.")
     return value
+
+
+@dataclass(frozen=True)
+class ScoringRequest:
+    """Validated input of one call: queries, one document list each, and an optional per-document token cap."""
+
+    queries: list[str]
+    documents_per_query: list[list[str]]
+    max_document_tokens: int | None = None
+
+    @property
+    def num_documents(self) -> int:
+        return sum(len(docs) for docs in self.documents_per_query)
+
+
+def validate_one(query: Any, documents: Any, max_document_tokens: Any = None) -> ScoringRequest:
+    """One query and its documents, checked (errors name ``query`` / ``documents[i]``)."""
+    return ScoringRequest(
+        [check_query(query)], [check_documents(documents)], check_positive("max_document_tokens", max_document_tokens)
+    )
+
+
+def validate_many(queries: Any, documents_per_query: Any, max_document_tokens: Any = None) -> ScoringRequest:
+    """Many queries with one document list each, checked (errors name ``documents_per_query[i][j]``)."""
+    checked_queries, checked_docs = check_many(queries, documents_per_query)
+    return ScoringRequest(checked_queries, checked_docs, check_positive("max_document_tokens", max_document_tokens))

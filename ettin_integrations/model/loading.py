@@ -17,13 +17,14 @@ from typing import Any
 
 import torch
 
+from ..concurrency import forking, shared
 from ..config import EngineConfig, is_local_path
+from ..errors import InvalidModelError, ModelLoadError, ModelNotFoundError
 from ..kernels import varlen
-from . import forking, shared
-from .batching import collate
 from .compilation import Compilation, enable_checked
 from .dependencies import check_dependencies
 from .head_precision import HALF, keep_head_in_float32
+from .inputs import collate
 from .placement import PACKED_ATTENTION, attention_candidates, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -59,24 +60,6 @@ class LoadSpec:
         )
 
 
-class ModelLoadError(OSError):
-    """A model could not be loaded. ``hub_unreachable`` is True when the Hub was the obstacle.
-
-    The message speaks to Python callers; the CLI rephrases it in terms of its flags.
-    """
-
-    def __init__(self, model: str, reason: str, hub_unreachable: bool = False) -> None:
-        self.model, self.reason, self.hub_unreachable = model, reason, hub_unreachable
-        message = f"Could not load {model!r}: {reason.rstrip('.')}."
-        if hub_unreachable:
-            message += (
-                " This machine could not reach the Hugging Face Hub: pass a local directory "
-                "(model='/path/to/ettin-reranker'), or pre-fill the cache and set local_files_only=True "
-                "(or HF_HUB_OFFLINE=1) so no network is tried."
-            )
-        super().__init__(message)
-
-
 @dataclass
 class LoadedModel:
     """A loaded ``CrossEncoder`` plus what the engine needs to drive it."""
@@ -97,7 +80,7 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_models: shared.KeyedStore[LoadedModel] = shared.KeyedStore()
+_models: shared.SharedInstances[LoadedModel] = shared.SharedInstances()
 
 
 def _reset_locks_after_fork() -> None:
@@ -115,7 +98,7 @@ def clear_model_cache() -> None:
     _models.clear()
 
 
-def get_loaded_model(config: EngineConfig) -> LoadedModel:
+def shared_model(config: EngineConfig) -> LoadedModel:
     """The shared model for a resolved config, loaded on first use (a load blocks only the same model)."""
     spec = LoadSpec.from_config(config)
     device = torch.device(spec.device)
@@ -139,13 +122,16 @@ def check_local_model(model: str) -> None:
         return
     path = Path(model).expanduser()
     if not path.exists():
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
+            model,
             f"Model path {model!r} does not exist. Pass a directory holding a saved CrossEncoder "
             f"(modules.json, config.json, tokenizer.json) or a Hugging Face hub id such as "
-            f"'cross-encoder/ettin-reranker-17m-v1'."
+            f"'cross-encoder/ettin-reranker-17m-v1'.",
         )
     if not path.is_dir():
-        raise ValueError(f"Model path {model!r} is a file; pass the directory that holds the saved CrossEncoder.")
+        raise InvalidModelError(
+            model, f"Model path {model!r} is a file; pass the directory that holds the saved CrossEncoder."
+        )
     for name in ("modules.json", "config.json", "config_sentence_transformers.json"):
         if (path / name).is_file():
             _read_json(path / name)  # a damaged file is named here, not deep inside transformers
@@ -153,14 +139,17 @@ def check_local_model(model: str) -> None:
         return
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise ValueError(f"{model!r} is not a cross-encoder checkpoint: it has neither modules.json nor config.json.")
+        raise InvalidModelError(
+            model, f"{model!r} is not a cross-encoder checkpoint: it has neither modules.json nor config.json."
+        )
     config = _read_json(config_path)
     architectures = (config.get("architectures") if isinstance(config, dict) else None) or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         # Loading this would bolt a randomly initialised classifier onto the backbone, silently.
-        raise ValueError(
+        raise InvalidModelError(
+            model,
             f"{model!r} is not a cross-encoder: it has no modules.json and its architectures "
-            f"{architectures} have no sequence-classification head, so scores would be random."
+            f"{architectures} have no sequence-classification head, so scores would be random.",
         )
 
 
@@ -168,7 +157,9 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); the checkpoint is damaged or incomplete.") from None
+        raise InvalidModelError(
+            str(path), f"{path} is not valid JSON ({exc}); the checkpoint is damaged or incomplete."
+        ) from None
 
 
 def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedModel:
@@ -238,7 +229,7 @@ def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedMod
             loaded.max_length,
         )
         return loaded
-    raise RuntimeError(f"Could not load {spec.model!r} with any attention implementation: {'; '.join(errors)}")
+    raise ModelLoadError(spec.model, f"no attention implementation worked: {'; '.join(errors)}")
 
 
 def _about_attention(exc: Exception, attention: str) -> bool:
@@ -259,10 +250,13 @@ def _wrap(cross_encoder: Any, spec: LoadSpec, device: torch.device, dtype: torch
 
     first = cross_encoder[0]
     if not isinstance(first, Transformer) or first.tokenizer is None:
-        raise ValueError(f"{spec.model!r} is not a text cross-encoder: its first module is {type(first).__name__}.")
+        raise InvalidModelError(
+            spec.model, f"{spec.model!r} is not a text cross-encoder: its first module is {type(first).__name__}."
+        )
     if getattr(cross_encoder, "num_labels", 1) != 1:
-        raise ValueError(
-            f"{spec.model!r} predicts {cross_encoder.num_labels} labels; a reranker must output one relevance score."
+        raise InvalidModelError(
+            spec.model,
+            f"{spec.model!r} predicts {cross_encoder.num_labels} labels; a reranker must output one relevance score.",
         )
     tokenizer = first.tokenizer
     limits = [
@@ -343,7 +337,8 @@ def _check_scores_output(loaded: LoadedModel, name: str) -> None:
         out = loaded.cross_encoder(features)
     scores = out.get("scores") if isinstance(out, dict) else None
     if scores is None or scores.numel() != 1:
-        raise ValueError(
+        raise InvalidModelError(
+            name,
             f"{name!r} loaded, but it is not a cross-encoder: it produced no single relevance score per pair "
-            f"(outputs: {sorted(out) if isinstance(out, dict) else type(out).__name__})."
+            f"(outputs: {sorted(out) if isinstance(out, dict) else type(out).__name__}).",
         )

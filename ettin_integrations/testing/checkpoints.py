@@ -1,4 +1,4 @@
-"""Offline Ettin-shaped checkpoints for tests, benchmarks and examples.
+"""Offline Ettin-shaped checkpoints with random weights, for tests, benchmarks and examples.
 
 The Hugging Face Hub is often out of reach (CI, air-gapped servers), yet tests must run the *real*
 loading path. This module writes a sentence-transformers ``CrossEncoder`` in Ettin's modular format
@@ -8,6 +8,7 @@ random weights, so ``EttinReranker(path)`` goes through exactly the code users h
 Example::
 
     from ettin_integrations.testing import build_checkpoint
+
     path = build_checkpoint("/tmp/ettin-17m", size="17m")
 """
 
@@ -19,17 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ETTIN_SIZES", "build_checkpoint", "find_shared_dir", "load_architecture"]
+from ..catalog import ETTIN_MAX_LENGTH, ETTIN_SIZES
 
-#: Shapes of the six released rerankers, used when ``../shared/ettin-architecture.json`` is absent.
-ETTIN_SIZES: dict[str, dict[str, int]] = {
-    "17m": {"hidden_size": 256, "num_hidden_layers": 7, "num_attention_heads": 4, "intermediate_size": 384},
-    "32m": {"hidden_size": 384, "num_hidden_layers": 10, "num_attention_heads": 6, "intermediate_size": 576},
-    "68m": {"hidden_size": 512, "num_hidden_layers": 19, "num_attention_heads": 8, "intermediate_size": 768},
-    "150m": {"hidden_size": 768, "num_hidden_layers": 22, "num_attention_heads": 12, "intermediate_size": 1152},
-    "400m": {"hidden_size": 1024, "num_hidden_layers": 28, "num_attention_heads": 16, "intermediate_size": 2624},
-    "1b": {"hidden_size": 1792, "num_hidden_layers": 28, "num_attention_heads": 28, "intermediate_size": 3840},
-}
+__all__ = ["TINY_SHAPE", "build_checkpoint", "build_once", "find_shared_dir", "load_architecture", "tokenizer_source"]
 
 #: A shape small enough for fast unit tests, still with global and local (windowed) layers.
 TINY_SHAPE: dict[str, int] = {
@@ -39,7 +32,6 @@ TINY_SHAPE: dict[str, int] = {
     "intermediate_size": 96,
 }
 
-_ETTIN_MAX_LENGTH = 7999
 _SPECIAL_TOKENS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
 
 # Enough varied English to train a small byte-level BPE when the real tokenizer is not around.
@@ -66,7 +58,7 @@ def find_shared_dir() -> Path | None:
     candidates = []
     if os.environ.get("ETTIN_SHARED_DIR"):
         candidates.append(Path(os.environ["ETTIN_SHARED_DIR"]))
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # the checkout holding ettin_integrations/
     candidates += [here.parent / "shared", Path.cwd().parent / "shared"]
     for candidate in candidates:
         if (candidate / "ettin-architecture.json").is_file():
@@ -142,7 +134,7 @@ def build_checkpoint(
     initializer_range: float = 1.0,
     score_scale: float = 6.0,
     score_shift: float = 5.0,
-    max_length: int = _ETTIN_MAX_LENGTH,
+    max_length: int = ETTIN_MAX_LENGTH,
     overwrite: bool = False,
 ) -> Path:
     """Write an Ettin-architecture ``CrossEncoder`` with random weights to ``path`` and return it.
@@ -271,59 +263,3 @@ def tokenizer_source(tokenizer: str | os.PathLike | None = None) -> tuple[str, b
         "more tokens per text than Ettin's, so lengths and speed differ from the real model",
         False,
     )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m ettin_integrations.testing PATH --size 17m``: write a random offline checkpoint."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(
-        prog="python -m ettin_integrations.testing",
-        description="Write an Ettin-architecture CrossEncoder for offline tests and benchmarks: RANDOM weights "
-        "(meaningless scores), or with --trained a model distilled here from a BM25 teacher. Says which tokenizer "
-        "it used.",
-    )
-    parser.add_argument("path", help="output directory (reused if it already holds a checkpoint)")
-    parser.add_argument("--size", default="tiny", choices=[*ETTIN_SIZES, "tiny"], help="Ettin shape (default: tiny)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the random weights")
-    parser.add_argument(
-        "--tokenizer",
-        default=None,
-        help="directory holding the real Ettin tokenizer.json (default: ../shared/ettin-tokenizer or "
-        "$ETTIN_SHARED_DIR when present), or 'fallback' for a toy tokenizer trained here",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="rebuild even if PATH holds a checkpoint")
-    parser.add_argument(
-        "--trained",
-        action="store_true",
-        help="instead of random weights, distil the shape from a BM25 teacher over a generated corpus, so scores "
-        "have a real reranker's spread (needs the [distill] extra; minutes for 17m on a CPU; report in "
-        "PATH/fixture.json)",
-    )
-    parser.add_argument("--steps", type=int, default=None, help="training steps with --trained (default per shape)")
-    args = parser.parse_args(argv)
-    if args.tokenizer not in (None, "fallback") and not (Path(args.tokenizer) / "tokenizer.json").is_file():
-        parser.error(f"--tokenizer {args.tokenizer} has no tokenizer.json")
-    existing = (Path(args.path) / "modules.json").is_file() and not args.overwrite
-    description, real = tokenizer_source(args.tokenizer)
-    if args.trained:
-        from .distillation.fixture import build_trained_checkpoint
-
-        path = build_trained_checkpoint(
-            args.path, args.size, steps=args.steps, seed=args.seed, tokenizer=args.tokenizer,
-            overwrite=args.overwrite, progress=True,
-        )  # fmt: skip
-    else:
-        path = build_checkpoint(
-            args.path, args.size, tokenizer=args.tokenizer, seed=args.seed, overwrite=args.overwrite
-        )
-    if existing:
-        print(f"{path} already holds a checkpoint; kept as is (--overwrite to rebuild).", file=sys.stderr)
-    else:
-        print(f"{'tokenizer' if real else 'WARNING: tokenizer'}: {description}", file=sys.stderr)
-    print(path)
-
-
-if __name__ == "__main__":
-    main()

@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ..benchmarking.workload import WORDS
+from .words import WORDS
 
 #: Logits the teacher gives a passage with no query word, and the best-matching passages.
 LOW_LOGIT, HIGH_LOGIT = -8.0, 12.0
@@ -111,7 +111,7 @@ def build_trained_checkpoint(
     ``path/fixture.json`` reports the run: held-out agreement with the teacher before and after,
     the loss, and the trained model's within-query score spread.
     """
-    from ..testing import build_once
+    from .checkpoints import build_once
 
     path = Path(path)
     return build_once(
@@ -122,13 +122,13 @@ def build_trained_checkpoint(
 
 
 def _train_fixture(path: Path, size: str, steps: int | None, seed: int, tokenizer: str | None, progress: bool) -> Path:
+    from ..distillation.agreement import score_spread
+    from ..distillation.pipeline import distill
+    from ..distillation.teacher import write_scores
+    from ..distillation.training import TrainingOptions
     from ..engine import EttinReranker
     from ..evaluation.beir import load_beir
-    from ..testing import build_checkpoint
-    from .agreement import score_spread
-    from .pipeline import distill
-    from .teacher import write_scores
-    from .training import TrainingOptions
+    from .checkpoints import build_checkpoint
 
     work = path.with_name(path.name + ".build")
     shutil.rmtree(work, ignore_errors=True)

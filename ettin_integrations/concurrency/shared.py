@@ -1,4 +1,7 @@
-"""Process-wide instances by key, created once, with a lock per key.
+"""Shared instances: one per key per process, created once, with a lock per key.
+
+The one mechanism behind "shared" everywhere: ``get_reranker`` / ``EttinReranker.shared`` (engines
+by configuration) and ``model.loading.shared_model`` (loaded weights by load options).
 
 A load blocks only callers asking for the same key: looking up an engine that is already loaded
 never waits behind an unrelated model that is still loading.
@@ -13,10 +16,10 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-_stores: weakref.WeakSet[KeyedStore[Any]] = weakref.WeakSet()
+_stores: weakref.WeakSet[SharedInstances[Any]] = weakref.WeakSet()
 
 
-class KeyedStore(Generic[T]):
+class SharedInstances(Generic[T]):
     """A dict of instances where creating one holds only that key's lock."""
 
     def __init__(self) -> None:
@@ -63,4 +66,4 @@ def reset_after_fork() -> None:
 
 
 #: Engines, keyed by their resolved configuration.
-engines: KeyedStore[Any] = KeyedStore()
+engines: SharedInstances[Any] = SharedInstances()

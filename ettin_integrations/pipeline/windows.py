@@ -10,10 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import get_args
 
+from ..config import ChunkAggregate
+from ..errors import InvalidInputError
 from .tokenization import EncodedPair, PairTokenizer
 
-AGGREGATES = ("max", "mean", "first")
+AGGREGATES: tuple[str, ...] = get_args(ChunkAggregate)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class DocumentWindows:
 def aggregate(scores: Sequence[float], how: str) -> float:
     """One document score from its window scores: ``"max"``, ``"mean"`` or ``"first"``."""
     if how not in AGGREGATES:
-        raise ValueError(f"chunk_aggregate must be one of {AGGREGATES}, got {how!r}")
+        raise InvalidInputError(f"chunk_aggregate must be one of {AGGREGATES}, got {how!r}")
     if len(scores) == 1 or how == "first":
         return scores[0]
     if how == "max":

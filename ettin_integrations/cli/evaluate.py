@@ -1,0 +1,70 @@
+"""``ettin-rerank eval``: nDCG@10 / MRR@10 / Recall@k on a BEIR folder, before and after reranking."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, TextIO
+
+from .common import CliError, common_args, engine_args, make_reranker, require
+
+NAME = "eval"
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    evaluate = commands.add_parser(NAME, help="nDCG@10 / MRR@10 / Recall@k before and after reranking")
+    evaluate.add_argument("dataset", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--k", type=int, default=100, help="candidates reranked per query")
+    evaluate.add_argument("--embedder", default=None, help="sentence-transformers first stage (default: BM25)")
+    evaluate.add_argument("--save-run", default=None, help="write the reranked run in TREC format")
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    common_args(evaluate)
+    engine_args(evaluate)
+    return evaluate
+
+
+def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    require({"ir_measures": "ir-measures", **({} if args.embedder else {"bm25s": "bm25s"})}, "cli")
+    if args.k < 1:
+        raise CliError("--k must be >= 1.")
+    from ..evaluation import DatasetError, evaluate, load_beir, report_rows, write_trec_run
+
+    try:
+        dataset = load_beir(args.dataset, args.split)
+    except DatasetError as exc:
+        raise CliError(str(exc)) from None
+    reranker = make_reranker(args)
+    try:
+        report = evaluate(dataset, reranker, k=args.k, embedder=args.embedder, show_progress_bar=not args.json)
+    except OSError as exc:
+        raise CliError(f"Could not load the embedder {args.embedder!r}: {exc}") from None
+    if args.save_run:
+        write_trec_run(report.reranked_run, args.save_run)
+    if args.json:
+        json.dump(
+            {
+                "before": report.metrics_before,
+                "after": report.metrics_after,
+                "seconds": report.seconds,
+                "queries": report.num_queries,
+                "pairs": report.num_pairs,
+            },
+            out,
+            indent=2,
+        )
+        out.write("\n")
+        return 0
+    first = f"embedder {args.embedder}" if args.embedder else "BM25"
+    out.write(f"{report.num_queries} queries, {report.num_pairs} pairs; first stage: {first}; reranker: {args.model}\n")
+    out.write(f"{'metric':<12} {'before':>8} {'after':>8} {'change':>8}\n")
+    for name, before, after, delta in report_rows(report):
+        out.write(f"{name:<12} {before:>8.4f} {after:>8.4f} {delta:>+8.4f}\n")
+    rerank_s = report.seconds["rerank"]
+    out.write(
+        f"first stage {report.seconds['first_stage']:.2f}s, rerank {rerank_s:.2f}s "
+        f"({report.num_pairs / rerank_s if rerank_s else 0:.1f} pairs/s)\n"
+    )
+    if args.save_run:
+        out.write(f"reranked run written to {args.save_run}\n")
+    return 0

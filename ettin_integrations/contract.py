@@ -1,0 +1,409 @@
+"""The reranker contract: one public API, written once, for the local engine and the remote client.
+
+An implementation provides :meth:`BaseReranker._score_request` (validated queries and their
+documents in, one :class:`ScoreDetails` per query out) and says what it is (``model_name``,
+``normalization``). Everything a caller uses — validation, ranking, the many-query and pair forms,
+the async forms — is written here once, so :class:`~ettin_integrations.EttinReranker`,
+:class:`~ettin_integrations.RemoteReranker` and any third backend take the same arguments and
+refuse the same input with the same errors.
+
+Callers (the adapters, the service, Ray, the CLI) are typed against :class:`Reranker`, the
+``typing.Protocol`` of that API, and never reach into an implementation's attributes.
+
+Example::
+
+    class Constant(BaseReranker):
+        model_name = "constant"
+
+        def _score_request(self, request, show_progress_bar):
+            return [self.normalization.details([0.0] * len(d), [False] * len(d), [1] * len(d))
+                    for d in request.documents_per_query]
+
+    Constant().rank("q", ["a", "b"])   # the whole API, from one method
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from .normalization import Normalization
+from .pipeline.validation import ScoringRequest, check_threshold, check_top_n, validate_many, validate_one
+from .results import RankResult, ScoreDetails, group_pairs, ranked
+
+__all__ = ["BaseReranker", "PassListener", "Reranker"]
+
+#: Called after each model pass with (requests merged into it, pairs scored).
+PassListener = Callable[[int, int], None]
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """What callers may use of any reranker (see :class:`BaseReranker` for what each method does)."""
+
+    # fmt: off
+    @property
+    def model_name(self) -> str: ...
+    @property
+    def normalization(self) -> Normalization: ...
+    @property
+    def options(self) -> dict[str, Any]: ...
+    @property
+    def queued_pairs(self) -> int: ...
+    def describe(self) -> dict[str, Any]: ...
+    def add_pass_listener(self, listener: PassListener) -> None: ...
+
+    def score(self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None,
+              show_progress_bar: bool = False) -> list[float]: ...
+    def score_details(self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None,
+                      show_progress_bar: bool = False) -> ScoreDetails: ...
+    def rank(self, query: str, documents: Sequence[str], top_n: int | None = None,
+             score_threshold: float | None = None, *, max_document_tokens: int | None = None,
+             show_progress_bar: bool = False) -> list[RankResult]: ...
+    def score_many(self, queries: Sequence[str], documents_per_query: Sequence[Sequence[str]], *,
+                   max_document_tokens: int | None = None,
+                   show_progress_bar: bool | None = None) -> list[ScoreDetails]: ...
+    def rank_many(self, queries: Sequence[str], documents_per_query: Sequence[Sequence[str]],
+                  top_n: int | None = None, score_threshold: float | None = None, *,
+                  max_document_tokens: int | None = None,
+                  show_progress_bar: bool | None = None) -> list[list[RankResult]]: ...
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str], *,
+                    show_progress_bar: bool | None = None) -> list[float]: ...
+    async def ascore(self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None,
+                     show_progress_bar: bool = False) -> list[float]: ...
+    async def ascore_details(self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None,
+                             show_progress_bar: bool = False) -> ScoreDetails: ...
+    async def arank(self, query: str, documents: Sequence[str], top_n: int | None = None,
+                    score_threshold: float | None = None, *, max_document_tokens: int | None = None,
+                    show_progress_bar: bool = False) -> list[RankResult]: ...
+    async def ascore_many(self, queries: Sequence[str], documents_per_query: Sequence[Sequence[str]], *,
+                          max_document_tokens: int | None = None,
+                          show_progress_bar: bool | None = None) -> list[ScoreDetails]: ...
+    async def arank_many(self, queries: Sequence[str], documents_per_query: Sequence[Sequence[str]],
+                         top_n: int | None = None, score_threshold: float | None = None, *,
+                         max_document_tokens: int | None = None,
+                         show_progress_bar: bool | None = None) -> list[list[RankResult]]: ...
+    async def ascore_pairs(self, queries: Sequence[str], documents: Sequence[str], *,
+                           show_progress_bar: bool | None = None) -> list[float]: ...
+    # fmt: on
+
+
+class BaseReranker(ABC):
+    """The public reranking API over one method an implementation provides.
+
+    Subclasses implement :meth:`_score_request` (and, to wait without a thread, :meth:`_ascore_request`)
+    and ``model_name``; they may override ``normalization``, ``options``, :meth:`describe`,
+    :meth:`add_pass_listener` and ``queued_pairs``. Every public method validates its input first
+    (errors name the position: ``documents[3]``), and the async forms take the same arguments as
+    the sync ones.
+    """
+
+    # ----------------------------------------------------------------- what an implementation provides
+    @property
+    @abstractmethod
+    def model_name(self) -> str:
+        """The model that scores (a hub id, a local path, or what a service reports)."""
+
+    @abstractmethod
+    def _score_request(self, request: ScoringRequest, show_progress_bar: bool) -> list[ScoreDetails]:
+        """One :class:`ScoreDetails` per query of a validated request, in order."""
+
+    async def _ascore_request(self, request: ScoringRequest, show_progress_bar: bool) -> list[ScoreDetails]:
+        """:meth:`_score_request` without blocking the event loop (default: in a worker thread)."""
+        return await asyncio.to_thread(self._score_request, request, show_progress_bar)
+
+    @property
+    def normalization(self) -> Normalization:
+        """How raw logits become ``score`` (default: they stay raw)."""
+        return Normalization()
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Engine options this reranker runs with (adapters copy them into their fields)."""
+        normalization = self.normalization
+        return {
+            "model": self.model_name,
+            "normalize": normalization.mode,
+            "normalize_shift": normalization.shift,
+            "normalize_temperature": normalization.temperature,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """What scores the requests (model, normalization, and whatever else the backend knows)."""
+        return {"model": self.model_name, "normalization": self.normalization.as_dict()}
+
+    def add_pass_listener(self, listener: PassListener) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Call ``listener(requests, pairs)`` after each model pass (backends without passes never call it)."""
+
+    @property
+    def queued_pairs(self) -> int:
+        """Pairs waiting for a model pass (0 for backends without a queue)."""
+        return 0
+
+    # ----------------------------------------------------------------- the public API, written once
+    def score(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        max_document_tokens: int | None = None,
+        show_progress_bar: bool = False,
+    ) -> list[float]:
+        """Score each document for ``query``.
+
+        Args:
+            query: The search query.
+            documents: Document texts (a list or tuple; order is kept).
+            max_document_tokens: Cut every document to this many tokens first (Cohere's
+                ``max_tokens_per_doc``); cut documents are reported as truncated.
+            show_progress_bar: Show a tqdm bar.
+
+        Returns:
+            One float per document, in input order (raw logits, or 0..1 with ``normalize="sigmoid"``).
+
+        Example::
+
+            reranker.score("capital of France", ["Paris is the capital of France.", "Berlin"])
+        """
+        return self.score_details(
+            query, documents, max_document_tokens=max_document_tokens, show_progress_bar=show_progress_bar
+        ).scores
+
+    def score_details(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        max_document_tokens: int | None = None,
+        show_progress_bar: bool = False,
+    ) -> ScoreDetails:
+        """Like :meth:`score`, plus raw logits and what truncation or chunking did to each document.
+
+        Returns:
+            A :class:`ScoreDetails` with ``scores``, ``raw_scores``, ``truncated`` and ``windows``, in input order.
+
+        Example::
+
+            details = reranker.score_details("q", ["a long document ..."])
+            details.truncated[0], details.windows[0]
+        """
+        request = validate_one(query, documents, max_document_tokens)
+        return self._score_request(request, show_progress_bar)[0]
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        score_threshold: float | None = None,
+        *,
+        max_document_tokens: int | None = None,
+        show_progress_bar: bool = False,
+    ) -> list[RankResult]:
+        """Documents sorted by relevance, best first.
+
+        Args:
+            query: The search query.
+            documents: Document texts.
+            top_n: Keep the best ``top_n``; ``None`` keeps all.
+            score_threshold: Drop documents whose ``score`` is below it (a 0..1 value when
+                normalizing), applied before ``top_n``.
+            max_document_tokens: As in :meth:`score`.
+            show_progress_bar: Show a tqdm bar.
+
+        Returns:
+            :class:`RankResult` objects (``index`` into ``documents``, ``score``, ``raw_score``,
+            ``truncated``, ``windows``). Equal scores are ordered by raw logit, then input order.
+
+        Example::
+
+            hits = reranker.rank("Who wrote Hamlet?", docs, top_n=3)
+            [docs[h.index] for h in hits]
+        """
+        top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
+        details = self.score_details(
+            query, documents, max_document_tokens=max_document_tokens, show_progress_bar=show_progress_bar
+        )
+        return ranked(details, top_n, score_threshold)
+
+    def score_many(
+        self,
+        queries: Sequence[str],
+        documents_per_query: Sequence[Sequence[str]],
+        *,
+        max_document_tokens: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> list[ScoreDetails]:
+        """:meth:`score_details` for many queries at once, all pairs in one batched pass where the backend can.
+
+        Args:
+            queries: The queries.
+            documents_per_query: One list of documents per query.
+            max_document_tokens: As in :meth:`score`.
+            show_progress_bar: ``None`` shows a bar only for long work (over 1000 documents).
+
+        Returns:
+            One :class:`ScoreDetails` per query, in query order.
+
+        Example::
+
+            [d.scores for d in reranker.score_many(["q1", "q2"], [["a", "b"], ["c"]])]
+        """
+        request = validate_many(queries, documents_per_query, max_document_tokens)
+        return self._score_request(request, _bar(show_progress_bar, request))
+
+    def rank_many(
+        self,
+        queries: Sequence[str],
+        documents_per_query: Sequence[Sequence[str]],
+        top_n: int | None = None,
+        score_threshold: float | None = None,
+        *,
+        max_document_tokens: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> list[list[RankResult]]:
+        """Rank each query's own documents; all pairs of all queries share batched passes.
+
+        Returns:
+            One ranked list per query, in query order (``top_n`` and ``score_threshold`` per query).
+
+        Example::
+
+            reranker.rank_many(["q1", "q2"], [docs_for_q1, docs_for_q2], top_n=10)
+        """
+        top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
+        all_details = self.score_many(
+            queries, documents_per_query, max_document_tokens=max_document_tokens, show_progress_bar=show_progress_bar
+        )
+        return [ranked(details, top_n, score_threshold) for details in all_details]
+
+    def score_pairs(
+        self, queries: Sequence[str], documents: Sequence[str], *, show_progress_bar: bool | None = None
+    ) -> list[float]:
+        """Scores of ``(queries[i], documents[i])`` pairs, in order; each distinct query is tokenized once.
+
+        Example::
+
+            reranker.score_pairs(["q1", "q2", "q1"], ["a", "b", "c"])
+        """
+        distinct, grouped, where = group_pairs(queries, documents)
+        details = self.score_many(distinct, grouped, show_progress_bar=show_progress_bar)
+        return [details[q].scores[d] for q, d in where]
+
+    # ----------------------------------------------------------------- the same, for asyncio
+    async def ascore(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        max_document_tokens: int | None = None,
+        show_progress_bar: bool = False,
+    ) -> list[float]:
+        """:meth:`score` without blocking the event loop; cancelling the task drops work not yet started.
+
+        Example::
+
+            scores = await reranker.ascore("q", docs)
+        """
+        details = await self.ascore_details(
+            query, documents, max_document_tokens=max_document_tokens, show_progress_bar=show_progress_bar
+        )
+        return details.scores
+
+    async def ascore_details(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        max_document_tokens: int | None = None,
+        show_progress_bar: bool = False,
+    ) -> ScoreDetails:
+        """:meth:`score_details` without blocking the event loop.
+
+        Example::
+
+            details = await reranker.ascore_details("q", docs)
+        """
+        request = validate_one(query, documents, max_document_tokens)
+        return (await self._ascore_request(request, show_progress_bar))[0]
+
+    async def arank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        score_threshold: float | None = None,
+        *,
+        max_document_tokens: int | None = None,
+        show_progress_bar: bool = False,
+    ) -> list[RankResult]:
+        """:meth:`rank` without blocking the event loop; concurrent calls share forward passes.
+
+        Example::
+
+            hits = await reranker.arank("q", docs, top_n=5)
+        """
+        top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
+        details = await self.ascore_details(
+            query, documents, max_document_tokens=max_document_tokens, show_progress_bar=show_progress_bar
+        )
+        return ranked(details, top_n, score_threshold)
+
+    async def ascore_many(
+        self,
+        queries: Sequence[str],
+        documents_per_query: Sequence[Sequence[str]],
+        *,
+        max_document_tokens: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> list[ScoreDetails]:
+        """:meth:`score_many` without blocking the event loop.
+
+        Example::
+
+            per_query = await reranker.ascore_many(["q1", "q2"], [docs1, docs2])
+        """
+        request = validate_many(queries, documents_per_query, max_document_tokens)
+        return await self._ascore_request(request, _bar(show_progress_bar, request))
+
+    async def arank_many(
+        self,
+        queries: Sequence[str],
+        documents_per_query: Sequence[Sequence[str]],
+        top_n: int | None = None,
+        score_threshold: float | None = None,
+        *,
+        max_document_tokens: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> list[list[RankResult]]:
+        """:meth:`rank_many` without blocking the event loop.
+
+        Example::
+
+            per_query = await reranker.arank_many(["q1", "q2"], [docs1, docs2], top_n=5)
+        """
+        top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
+        all_details = await self.ascore_many(
+            queries, documents_per_query, max_document_tokens=max_document_tokens, show_progress_bar=show_progress_bar
+        )
+        return [ranked(details, top_n, score_threshold) for details in all_details]
+
+    async def ascore_pairs(
+        self, queries: Sequence[str], documents: Sequence[str], *, show_progress_bar: bool | None = None
+    ) -> list[float]:
+        """:meth:`score_pairs` without blocking the event loop.
+
+        Example::
+
+            await reranker.ascore_pairs(["q1", "q2"], ["a", "b"])
+        """
+        distinct, grouped, where = group_pairs(queries, documents)
+        details = await self.ascore_many(distinct, grouped, show_progress_bar=show_progress_bar)
+        return [details[q].scores[d] for q, d in where]
+
+
+def _bar(show_progress_bar: bool | None, request: ScoringRequest) -> bool:
+    # None: a bar only for work long enough to wait for.
+    return request.num_documents > 1000 if show_progress_bar is None else bool(show_progress_bar)

@@ -1,1 +1,0 @@
-"""What drives the model: loading, placement, tokenization, batching, windows, normalization."""
