@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import PrivateAttr, ValidationError, model_validator
 
 from .config import EngineConfig, EngineFields, describe_validation_error, unknown_option_message
-from .contract import Reranker
+from .contract import BaseReranker, Reranker
 from .engine import EttinReranker
 from .errors import InputTypeError, InvalidInputError
 from .model.loading import check_local_model
@@ -43,7 +43,8 @@ class EngineOptions(EngineFields):
         if unknown:
             raise InputTypeError(unknown_option_message(owner, unknown, list(type(self).model_fields)))
         if reranker is not None:
-            if not isinstance(reranker, Reranker):
+            # BaseReranker first: a runtime Protocol check reads every property (a remote's /info).
+            if not isinstance(reranker, (BaseReranker, Reranker)):
                 raise InputTypeError(
                     f"reranker must implement the reranker contract (an EttinReranker, a RemoteReranker or a "
                     f"BaseReranker subclass), got {type(reranker).__name__}."

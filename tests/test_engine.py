@@ -14,8 +14,8 @@ from conftest import DOCUMENTS, QUERY, await_while_ticking
 from sentence_transformers import CrossEncoder
 
 from ettin_integrations import EttinReranker, RankResult, get_reranker
-from ettin_integrations.results import ranked as _ranked
 from ettin_integrations.results import ScoreDetails
+from ettin_integrations.results import ranked as _ranked
 
 PARITY_QUERIES = [
     QUERY,

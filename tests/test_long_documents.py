@@ -120,7 +120,9 @@ def test_chunk_windows_are_batched_with_other_pairs(tiny_checkpoint, monkeypatch
     monkeypatch.setattr(reranker._pipeline.forward, "_batch", counting)
     encodes: list[int] = []
     real_encode = reranker._pipeline.pairs.encode_texts
-    monkeypatch.setattr(reranker._pipeline.pairs, "encode_texts", lambda texts: encodes.append(len(texts)) or real_encode(texts))
+    monkeypatch.setattr(
+        reranker._pipeline.pairs, "encode_texts", lambda texts: encodes.append(len(texts)) or real_encode(texts)
+    )
     details = reranker.score_details(QUERY, ["the city " * 100, "river " * 80, "short"])
     assert sum(details.windows) == sum(calls)
     assert len(calls) == 1  # every window of every document in one forward pass

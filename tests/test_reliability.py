@@ -23,9 +23,8 @@ from sentence_transformers import CrossEncoder
 
 from ettin_integrations import EttinReranker, get_reranker
 from ettin_integrations.cli import main as cli_main
-from ettin_integrations.results import ranked
-from ettin_integrations.results import ScoreDetails
 from ettin_integrations.concurrency.shared import SharedInstances
+from ettin_integrations.results import ScoreDetails, ranked
 
 
 def _python(code: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:

@@ -10,8 +10,8 @@ from conftest import DOCUMENTS, QUERY
 
 from ettin_integrations import EttinReranker
 from ettin_integrations.kernels.varlen import ATTENTION_NAME, kernel_available, pack, reference_varlen_attention
-from ettin_integrations.pipeline.batching import plan_batches
 from ettin_integrations.model.placement import attention_candidates
+from ettin_integrations.pipeline.batching import plan_batches
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the device machine)")
 

@@ -1,0 +1,226 @@
+"""The reranker contract: one public API for the engine, the remote client and any third backend."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+
+import pytest
+from conftest import DOCUMENTS, QUERY
+
+from ettin_integrations import BaseReranker, EttinReranker, RemoteReranker, Reranker
+from ettin_integrations.errors import InputTypeError, InvalidInputError, InvalidResponseError
+from ettin_integrations.normalization import Normalization
+from ettin_integrations.pipeline.validation import ScoringRequest
+from ettin_integrations.results import ScoreDetails
+
+httpx = pytest.importorskip("httpx")
+
+PUBLIC = [
+    name
+    for name, value in vars(BaseReranker).items()
+    if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, property))
+]
+#: What a backend may override: how it describes itself and reports passes; everything else is the API.
+HOOKS = {"describe", "add_pass_listener"}
+
+
+class WordOverlap(BaseReranker):
+    """A third backend in a dozen lines: raw score = shared words (an exact, checkable ranking)."""
+
+    model_name = "word-overlap"
+
+    def __init__(self, normalize: str | None = None) -> None:
+        self._normalization = Normalization(normalize)
+        self.requests: list[ScoringRequest] = []
+
+    @property
+    def normalization(self) -> Normalization:
+        return self._normalization
+
+    def _score_request(self, request: ScoringRequest, show_progress_bar: bool) -> list[ScoreDetails]:
+        self.requests.append(request)
+        out = []
+        for query, docs in zip(request.queries, request.documents_per_query):
+            words = set(query.lower().split())
+            raw = [float(len(words & set(d.lower().split()))) for d in docs]
+            out.append(self.normalization.details(raw, [False] * len(docs), [1] * len(docs)))
+        return out
+
+
+def _expected_order(query: str, docs: list[str]) -> list[int]:
+    words = set(query.lower().split())
+    overlap = [len(words & set(d.lower().split())) for d in docs]
+    return sorted(range(len(docs)), key=lambda i: (-overlap[i], i))
+
+
+def test_engine_and_remote_client_have_the_same_public_signatures():
+    assert {"score", "score_details", "rank", "rank_many", "score_many", "score_pairs"} <= set(PUBLIC)
+    assert {"ascore", "ascore_details", "arank", "arank_many", "ascore_many", "ascore_pairs"} <= set(PUBLIC)
+    for name in PUBLIC:
+        ours, theirs = getattr(EttinReranker, name), getattr(RemoteReranker, name)
+        if isinstance(ours, property):
+            continue
+        assert inspect.signature(ours) == inspect.signature(theirs), name
+        if name not in HOOKS:  # written once: neither implementation overrides a method of the API
+            assert ours is getattr(BaseReranker, name) and theirs is getattr(BaseReranker, name), name
+
+
+def test_async_forms_take_the_same_arguments_as_their_sync_forms():
+    for name in PUBLIC:
+        if name.startswith("a") and name[1:] in PUBLIC:
+            sync, asynchronous = inspect.signature(getattr(BaseReranker, name[1:])), getattr(BaseReranker, name)
+            assert inspect.iscoroutinefunction(asynchronous), name
+            assert inspect.signature(asynchronous).parameters == sync.parameters, name
+
+
+def test_implementations_satisfy_the_protocol(tiny_checkpoint):
+    assert isinstance(EttinReranker(tiny_checkpoint, device="cpu"), Reranker)
+    assert isinstance(_remote([]), Reranker)
+    assert isinstance(WordOverlap(), Reranker)
+    assert not isinstance(object(), Reranker)
+
+
+async def test_a_minimal_implementation_gets_the_whole_api():
+    backend = WordOverlap()
+    docs = ["berlin city", "paris", "how many people live in berlin", ""]
+    assert [h.index for h in backend.rank(QUERY, docs)] == _expected_order(QUERY, docs)
+    assert [h.index for h in backend.rank(QUERY, docs, top_n=2)] == _expected_order(QUERY, docs)[:2]
+    assert [h.index for h in await backend.arank(QUERY, docs, score_threshold=1.0)] == [2, 0]
+    assert backend.score_pairs([QUERY, "paris", QUERY], ["berlin", "paris", "x"]) == [1.0, 1.0, 0.0]
+    assert await backend.ascore_pairs([QUERY, "paris"], ["berlin", "paris"]) == [1.0, 1.0]
+    many = backend.rank_many([QUERY, "paris"], [docs, docs], top_n=1)
+    assert [[h.index for h in hits] for hits in many] == [[2], [1]]
+    assert backend.requests[-1].queries == [QUERY, "paris"]  # one request for all queries
+    assert backend.options["model"] == "word-overlap" and backend.options["normalize"] is None
+
+
+def test_the_contract_validates_once_for_every_backend(tiny_checkpoint):
+    """The same mistake gets the same error type and message from the engine and from a third backend."""
+    engine = EttinReranker(tiny_checkpoint, device="cpu")
+    backend = WordOverlap()
+    mistakes = [
+        (lambda r: r.rank(QUERY, ["a", 3]), InputTypeError, r"documents\[1\] is int"),
+        (lambda r: r.rank(None, ["a"]), InputTypeError, "query is None"),
+        (lambda r: r.rank(QUERY, {"a": 1}), InputTypeError, "is a dict"),
+        (lambda r: r.rank(QUERY, ["a"], top_n=-1), InvalidInputError, "top_n must be >= 0"),
+        (lambda r: r.rank(QUERY, ["a"], top_n="2"), InputTypeError, "top_n must be an int"),
+        (lambda r: r.score(QUERY, ["a"], max_document_tokens=0), InvalidInputError, "max_document_tokens"),
+        (lambda r: r.score(QUERY, ["a"], max_document_tokens="3"), InputTypeError, "max_document_tokens"),
+        (lambda r: r.score_many([QUERY], [["a"], ["b"]]), InvalidInputError, "1 queries but 2 document lists"),
+        (lambda r: r.score_pairs([QUERY], ["a", "b"]), InvalidInputError, "1 queries but 2 documents"),
+        (lambda r: r.score(QUERY, ["\ud800"]), InvalidInputError, "lone surrogate"),
+    ]
+    for call, kind, message in mistakes:
+        errors = []
+        for reranker in (engine, backend):
+            with pytest.raises(kind, match=message) as caught:
+                call(reranker)
+            errors.append(str(caught.value))
+        assert errors[0] == errors[1]
+    assert backend.requests == []  # nothing invalid reached the backend
+
+
+def test_a_third_implementation_works_behind_both_adapters_and_the_service():
+    pytest.importorskip("langchain_core")
+    pytest.importorskip("llama_index.core")
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from ettin_integrations.langchain import EttinCrossEncoder
+    from ettin_integrations.langchain import EttinRerank as LangChainRerank
+    from ettin_integrations.llama_index import EttinRerank as LlamaIndexRerank
+
+    backend = WordOverlap(normalize="sigmoid")
+    order = _expected_order(QUERY, DOCUMENTS)
+    docs = [Document(page_content=d, id=str(i), metadata={"n": [i]}) for i, d in enumerate(DOCUMENTS)]
+    before = [d.model_dump() for d in docs]
+    out = LangChainRerank(reranker=backend, top_n=3).compress_documents(docs, QUERY)
+    assert [d.id for d in out] == [str(i) for i in order[:3]]
+    assert out[0].metadata["rerank_raw_score"] == 2.0  # "berlin" and "in" of the query
+    assert out[0].metadata["relevance_score"] == backend.normalization.apply(2.0)
+    assert [d.model_dump() for d in docs] == before  # the caller's Documents are untouched
+
+    nodes = [NodeWithScore(node=TextNode(text=d, id_=str(i)), score=0.0) for i, d in enumerate(DOCUMENTS)]
+    reranked = LlamaIndexRerank(reranker=backend, top_n=3).postprocess_nodes(nodes, query_str=QUERY)
+    assert [n.node.node_id for n in reranked] == [str(i) for i in order[:3]]
+    assert EttinCrossEncoder(reranker=backend).score([(QUERY, "berlin"), ("paris", "paris")]) == pytest.approx(
+        [backend.normalization.apply(1.0)] * 2
+    )
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from ettin_integrations.serving import create_app
+
+    with TestClient(create_app(backend)) as client:
+        answer = client.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS, "raw_scores": True})
+        assert answer.status_code == 200, answer.text
+        assert [r["index"] for r in answer.json()] == order
+        info = client.get("/info").json()
+        assert info["model"] == "word-overlap" and info["normalization"]["mode"] == "sigmoid"
+
+
+def test_adapters_refuse_what_is_not_a_reranker():
+    pytest.importorskip("langchain_core")
+    from ettin_integrations.langchain import EttinRerank
+
+    with pytest.raises(InputTypeError, match="reranker contract"):
+        EttinRerank(reranker=object())
+
+
+# ----------------------------------------------------------------------------- the remote client's boundary
+def _remote(answer, status: int = 200) -> RemoteReranker:
+    """A RemoteReranker whose service answers ``answer`` to /rerank (and a valid /info)."""
+    info = {"model": "m", "max_length": 512, "options": {"model": "m"},
+            "normalization": {"mode": None, "shift": 6.0, "temperature": 1.0}}  # fmt: skip
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/info":
+            return httpx.Response(200, json=info)
+        body = answer(json.loads(request.content)) if callable(answer) else answer
+        return httpx.Response(status, content=body if isinstance(body, bytes) else json.dumps(body).encode())
+
+    remote = RemoteReranker("http://rerank.test", retries=0)
+    remote._client = httpx.Client(base_url=remote.url, transport=httpx.MockTransport(handle))
+    return remote
+
+
+def _ranks(body: dict, raw: list[float]) -> list[dict]:
+    return [{"index": i, "score": s, "raw_score": s, "truncated": False, "windows": 1} for i, s in enumerate(raw)]
+
+
+def test_remote_client_uses_the_declared_body_and_reads_a_good_answer():
+    sent = []
+
+    def answer(body):
+        sent.append(body)
+        return _ranks(body, [1.0, 3.0])
+
+    details = _remote(answer).score_details(QUERY, ["a", "b"], max_document_tokens=7)
+    assert details.raw_scores == [1.0, 3.0] and details.windows == [1, 1]
+    assert sent == [{"query": QUERY, "texts": ["a", "b"], "raw_scores": True, "return_text": False, "truncate": True,
+                     "truncation_direction": "Right", "return_details": True, "max_tokens_per_doc": 7}]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        ([{"index": 0, "score": 1, "raw_score": 1.0, "truncated": False, "windows": 1}], "lacks 1 of 2"),
+        ([{"index": 0, "score": 1, "raw_score": 1.0, "truncated": False, "windows": 1}] * 2, "repeats index 0"),
+        ([{"index": -1, "score": 1, "raw_score": 1.0, "truncated": False, "windows": 1}], "index -1"),
+        ([{"index": i, "score": 1, "raw_score": math.inf, "truncated": False, "windows": 1} for i in (0, 1)], "inf"),
+        ([{"index": i, "score": 1, "raw_score": 1.0, "truncated": "no", "windows": 1} for i in (0, 1)], "truncated"),
+        ([{"index": i, "score": 1, "raw_score": 1.0, "truncated": False, "windows": 0} for i in (0, 1)], "windows=0"),
+        ([{"index": 0, "score": 1}, {"index": 1, "score": 2}], "lacks raw_score"),
+        ({"results": []}, "not a list"),
+        (b"<html>busy</html>", "not JSON"),
+    ],
+)
+def test_remote_client_refuses_a_wrong_answer_naming_the_service(answer, says):
+    with pytest.raises(InvalidResponseError, match=re.escape("http://rerank.test")) as caught:
+        _remote(answer).rank(QUERY, ["a", "b"])
+    assert says in str(caught.value)
+    assert isinstance(caught.value, RuntimeError)  # a ServiceError: existing `except RuntimeError` still catches it
