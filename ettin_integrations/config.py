@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -42,22 +43,28 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUTHY
 
 
-def _refuse_bool(value: Any) -> Any:
-    # pydantic's lax mode reads True as 1: a flag passed where a count belongs is a mistake, not 1.
-    if isinstance(value, bool):
-        raise ValueError("expected a whole number, got a bool")
+# One rule for every numeric option, argument and field: numbers of any numeric type are accepted
+# (numpy's too), text and flags are not. pydantic's lax mode would read "6" as 6 and True as 1.
+def _whole_number(value: Any) -> Any:
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError(f"expected a whole number, got {type(value).__name__} {value!r:.40}")
+    return int(value) if isinstance(value, numbers.Integral) else value
+
+
+def _finite_number(value: Any) -> Any:
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError(f"expected a number, got {type(value).__name__} {value!r:.40}")
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value!r}")
     return value
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
-        raise ValueError(f"must be a finite number, got {value!r}")
-    return value
-
-
-PositiveInt = Annotated[int, BeforeValidator(_refuse_bool), Field(ge=1)]
-NonNegativeInt = Annotated[int, BeforeValidator(_refuse_bool), Field(ge=0)]
-FiniteFloat = Annotated[float, BeforeValidator(_finite)]
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+PositiveInt = Annotated[int, BeforeValidator(_whole_number), Field(ge=1)]
+NonNegativeInt = Annotated[int, BeforeValidator(_whole_number), Field(ge=0)]
+FiniteFloat = Annotated[float, BeforeValidator(_finite_number)]
 
 #: Names users coming from other rerankers reach for, and the option that does that job here.
 _KNOWN_MISTAKES = {

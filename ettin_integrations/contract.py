@@ -31,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .normalization import Normalization
 from .pipeline.validation import ScoringRequest, check_threshold, check_top_n, validate_many, validate_one
-from .results import RankResult, ScoreDetails, group_pairs, ranked
+from .results import RankResult, RequestCost, ScoreDetails, group_pairs, ranked
 
 __all__ = ["BaseReranker", "PassListener", "Reranker"]
 
@@ -54,6 +54,8 @@ class Reranker(Protocol):
     def queued_pairs(self) -> int: ...
     def describe(self) -> dict[str, Any]: ...
     def add_pass_listener(self, listener: PassListener) -> None: ...
+    def cost(self, query: str, documents: Sequence[str], *,
+             max_document_tokens: int | None = None) -> RequestCost | None: ...
 
     def score(self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None,
               show_progress_bar: bool = False) -> list[float]: ...
@@ -141,6 +143,13 @@ class BaseReranker(ABC):
     def queued_pairs(self) -> int:
         """Pairs waiting for a model pass (0 for backends without a queue)."""
         return 0
+
+    def cost(
+        self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None
+    ) -> RequestCost | None:
+        """What scoring would cost (tokens, pairs, truncation), known before any model work; None when this
+        backend cannot tell (a service then admits the request on its document count alone)."""
+        return None
 
     # ----------------------------------------------------------------- the public API, written once
     def score(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -24,8 +24,8 @@ from .normalization import Normalization
 from .pipeline.scoring import Batch, ScoringPipeline
 from .pipeline.timings import StageTimes
 from .pipeline.token_cache import TokenCache
-from .pipeline.validation import ScoringRequest
-from .results import ScoreDetails
+from .pipeline.validation import ScoringRequest, validate_one
+from .results import RequestCost, ScoreDetails
 
 __all__ = ["DEFAULT_MODEL", "EttinReranker"]
 
@@ -178,6 +178,12 @@ class EttinReranker(BaseReranker):
     def add_pass_listener(self, listener: PassListener) -> None:
         self._batcher.add_listener(listener)
 
+    def cost(
+        self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None
+    ) -> RequestCost | None:
+        request = validate_one(query, documents, max_document_tokens)
+        return self._pipeline.cost(request.queries[0], request.documents_per_query[0], request.max_document_tokens)
+
     @property
     def cross_encoder(self) -> Any:
         """The underlying sentence-transformers ``CrossEncoder`` (shared; do not modify)."""
@@ -219,16 +225,18 @@ class EttinReranker(BaseReranker):
         # Waiting costs no thread; a cancelled caller whose pass has not started is dropped.
         return await self._batcher.submit_async(batch, request.num_documents)
 
-    def _score_merged(self, batches: Sequence[Batch]) -> list[list[ScoreDetails]]:
-        """One pass over several callers' batches; each gets back its own slice."""
+    def _score_merged(self, batches: Sequence[Batch], abandoned: Callable[[], bool]) -> list[list[ScoreDetails]]:
+        """One pass over several callers' batches; each gets back its own slice. The pass stops at the next
+        batch boundary once ``abandoned()`` says every caller in it has gone."""
         if len(batches) == 1:
-            return [self._pipeline.run(batches[0])]
+            return [self._pipeline.run(batches[0], stop=abandoned)]
         merged = self._pipeline.run(
             Batch(
                 [q for b in batches for q in b.queries],
                 [d for b in batches for d in b.documents_per_query],
                 [c for b in batches for c in b.caps],
-            )
+            ),
+            stop=abandoned,
         )
         out, start = [], 0
         for b in batches:

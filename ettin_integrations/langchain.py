@@ -31,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from pydantic import ConfigDict, Field
 
 from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions
+from .config import FiniteFloat, WholeNumber
 from .contract import Reranker
 from .errors import InputTypeError, InvalidInputError
 from .pipeline.validation import check_query, check_text
@@ -74,8 +75,8 @@ class EttinRerank(EngineOptions, BaseDocumentCompressor):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
 
-    top_n: int | None = Field(default=3, ge=0, description="Documents to return; None returns all, reranked.")
-    score_threshold: float | None = Field(
+    top_n: WholeNumber | None = Field(default=3, ge=0, description="Documents to return; None returns all, reranked.")
+    score_threshold: FiniteFloat | None = Field(
         default=None, description="Drop documents scoring below this (applied before top_n)."
     )
 

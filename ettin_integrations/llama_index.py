@@ -31,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions
+from .config import FiniteFloat, WholeNumber
 from .contract import Reranker
 from .errors import InputTypeError, InvalidInputError
 from .results import RankResult
@@ -75,8 +76,8 @@ class EttinRerank(EngineOptions, BaseNodePostprocessor):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
 
-    top_n: int | None = Field(default=2, ge=0, description="Nodes to return; None returns all, reranked.")
-    score_threshold: float | None = Field(
+    top_n: WholeNumber | None = Field(default=2, ge=0, description="Nodes to return; None returns all, reranked.")
+    score_threshold: FiniteFloat | None = Field(
         default=None, description="Drop nodes scoring below this (applied before top_n)."
     )
     keep_retrieval_score: bool = Field(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +46,8 @@ class RemoteReranker(BaseReranker):
     Args:
         url: Base URL of the service, e.g. ``"http://127.0.0.1:8000"``.
         api_key: Sent as ``Authorization: Bearer KEY`` when the service requires one.
-        timeout: Seconds per HTTP request.
+        timeout: Seconds one HTTP request may take in all (connecting, sending, waiting and reading the
+            whole answer), per attempt; a server that trickles its answer is cut off at this deadline.
         retries: Extra attempts after a 503 (honouring ``Retry-After``) or a connection error.
         backoff: First pause between attempts in seconds; doubles each time.
         max_concurrency: Requests ``rank_many`` / ``score_many`` keep in flight at once.
@@ -165,7 +167,7 @@ class RemoteReranker(BaseReranker):
                 body = self._body(query, docs, cap)
                 if body is None:
                     return ScoreDetails([], [], [], [])
-                return self._details(await self._arequest("POST", "/rerank", body), len(docs))
+                return self._details(await self._arequest("POST", "/rerank", body, len(docs)), len(docs))
 
         return list(await asyncio.gather(*(one(q, d) for q, d in zip(request.queries, request.documents_per_query))))
 
@@ -173,7 +175,7 @@ class RemoteReranker(BaseReranker):
         body = self._body(query, docs, cap)
         if body is None:
             return ScoreDetails([], [], [], [])
-        return self._details(self._request("POST", "/rerank", body), len(docs))
+        return self._details(self._request("POST", "/rerank", body, len(docs)), len(docs))
 
     # ----------------------------------------------------------------- HTTP
     @staticmethod
@@ -191,10 +193,10 @@ class RemoteReranker(BaseReranker):
             raise InvalidResponseError(f"/rerank {exc}", url=self.url) from None
         return self.normalization.details(raw, truncated, windows)
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None, count: int = 0) -> Any:
         for attempt in itertools.count():
             try:
-                outcome: httpx.Response | httpx.TransportError = self._client.request(method, path, json=body)
+                outcome: Answer | httpx.TransportError = self._send(method, path, body, _answer_limit(count))
             except httpx.TransportError as exc:
                 outcome = exc
             pause = self._retry.pause(attempt, outcome)
@@ -203,11 +205,10 @@ class RemoteReranker(BaseReranker):
             time.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _arequest(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        client = self._async_client()
+    async def _arequest(self, method: str, path: str, body: dict[str, Any] | None = None, count: int = 0) -> Any:
         for attempt in itertools.count():
             try:
-                outcome: httpx.Response | httpx.TransportError = await client.request(method, path, json=body)
+                outcome: Answer | httpx.TransportError = await self._asend(method, path, body, _answer_limit(count))
             except httpx.TransportError as exc:
                 outcome = exc
             pause = self._retry.pause(attempt, outcome)
@@ -215,6 +216,30 @@ class RemoteReranker(BaseReranker):
                 return self._decode(outcome, path)
             await asyncio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None, limit: int) -> Answer:
+        """One HTTP exchange within ``timeout`` seconds in all and ``limit`` bytes of answer."""
+        deadline = time.monotonic() + self.timeout
+        with self._client.stream(method, path, json=body) as response:
+            answer = Answer(response.status_code, response.headers, limit)
+            for chunk in response.iter_bytes():
+                answer.add(chunk, self.url)
+                if time.monotonic() > deadline:  # a trickle of bytes keeps every read short, not the whole
+                    raise httpx.ReadTimeout(f"no complete answer within timeout={self.timeout:g} s")
+        return answer
+
+    async def _asend(self, method: str, path: str, body: dict[str, Any] | None, limit: int) -> Answer:
+        async def exchange() -> Answer:
+            async with self._async_client().stream(method, path, json=body) as response:
+                answer = Answer(response.status_code, response.headers, limit)
+                async for chunk in response.aiter_bytes():
+                    answer.add(chunk, self.url)
+            return answer
+
+        try:
+            return await asyncio.wait_for(exchange(), timeout=self.timeout)
+        except asyncio.TimeoutError:
+            raise httpx.ReadTimeout(f"no complete answer within timeout={self.timeout:g} s") from None
 
     def _async_client(self) -> httpx.AsyncClient:
         # One client per event loop: an httpx.AsyncClient must not cross loops.
@@ -225,7 +250,7 @@ class RemoteReranker(BaseReranker):
             self._async_clients[loop] = client
         return client
 
-    def _decode(self, outcome: httpx.Response | httpx.TransportError, path: str) -> Any:
+    def _decode(self, outcome: Answer | httpx.TransportError, path: str) -> Any:
         """The answer's JSON, or the named error for a final failure."""
         if isinstance(outcome, httpx.TransportError):
             raise ServiceUnreachableError(
@@ -245,7 +270,37 @@ class RemoteReranker(BaseReranker):
             raise InvalidResponseError(f"{path} answered {status} with a body that is not JSON", url=self.url) from None
 
 
-def _error_message(response: httpx.Response) -> str:
+class Answer:
+    """A complete HTTP answer, read within a size limit (a server cannot make us hold 150 MB)."""
+
+    def __init__(self, status_code: int, headers: httpx.Headers, limit: int) -> None:
+        self.status_code, self.headers, self.limit = status_code, headers, limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def add(self, chunk: bytes, url: str) -> None:
+        self._size += len(chunk)
+        if self._size > self.limit:
+            raise InvalidResponseError(f"answer larger than {self.limit} bytes for this request", url=url)
+        self._chunks.append(chunk)
+
+    @property
+    def text(self) -> str:
+        return b"".join(self._chunks).decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        try:
+            return json.loads(b"".join(self._chunks))
+        except RecursionError:
+            raise ValueError("answer is nested too deeply") from None
+
+
+def _answer_limit(count: int) -> int:
+    """Bytes an answer about ``count`` texts may take: each rank is ~100 bytes; /info is small."""
+    return 1 << 20 if count == 0 else 65536 + 1024 * count
+
+
+def _error_message(response: Answer) -> str:
     try:
         body = response.json()
     except ValueError:

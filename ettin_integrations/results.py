@@ -41,6 +41,21 @@ class ScoreDetails:
         return sum(self.truncated)
 
 
+@dataclass(frozen=True, slots=True)
+class RequestCost:
+    """What scoring one query's documents would cost, known before any model work.
+
+    Attributes:
+        tokens: Tokens the model would read (every window of every pair, special tokens included).
+        pairs: Forward-pass rows (one per document, or one per window in chunk mode).
+        truncated: Per document, whether it would be cut to fit.
+    """
+
+    tokens: int
+    pairs: int
+    truncated: list[bool]
+
+
 def ranked(details: ScoreDetails, top_n: int | None, score_threshold: float | None) -> list[RankResult]:
     """Results best first: by score, then raw logit (saturated sigmoids tie), then input order; NaN last."""
     results = [

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
-__all__ = ["RetryPolicy"]
+__all__ = ["Answered", "RetryPolicy"]
+
+
+class Answered(Protocol):
+    """What the policy reads of an answer."""
+
+    status_code: int
+    headers: httpx.Headers
 
 
 @dataclass(frozen=True)
@@ -27,7 +35,7 @@ class RetryPolicy:
         if self.retries < 0 or self.backoff < 0 or self.max_retry_after < 0:
             raise ValueError("retries, backoff and max_retry_after must be >= 0.")
 
-    def pause(self, attempt: int, outcome: httpx.Response | httpx.TransportError) -> float | None:
+    def pause(self, attempt: int, outcome: Answered | httpx.TransportError) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or None when ``outcome`` is final."""
         if attempt >= self.retries:
             return None

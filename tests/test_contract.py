@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import math
 import re
+import time
 
 import pytest
 from conftest import DOCUMENTS, QUERY
 
 from ettin_integrations import BaseReranker, EttinReranker, RemoteReranker, Reranker
-from ettin_integrations.errors import InputTypeError, InvalidInputError, InvalidResponseError
+from ettin_integrations.errors import InputTypeError, InvalidInputError, InvalidResponseError, ServiceUnreachableError
 from ettin_integrations.normalization import Normalization
 from ettin_integrations.pipeline.validation import ScoringRequest
 from ettin_integrations.results import ScoreDetails
@@ -24,7 +26,7 @@ PUBLIC = [
     if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, property))
 ]
 #: What a backend may override: how it describes itself and reports passes; everything else is the API.
-HOOKS = {"describe", "add_pass_listener"}
+HOOKS = {"describe", "add_pass_listener", "cost"}
 
 
 class WordOverlap(BaseReranker):
@@ -224,3 +226,50 @@ def test_remote_client_refuses_a_wrong_answer_naming_the_service(answer, says):
         _remote(answer).rank(QUERY, ["a", "b"])
     assert says in str(caught.value)
     assert isinstance(caught.value, RuntimeError)  # a ServiceError: existing `except RuntimeError` still catches it
+
+
+def test_remote_timeout_is_a_total_deadline_for_a_trickling_server():
+    def trickle():
+        for _ in range(40):
+            time.sleep(0.1)
+            yield b" "
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=trickle())
+
+    remote = RemoteReranker("http://rerank.test", timeout=0.5, retries=0)
+    remote._client = httpx.Client(base_url=remote.url, transport=httpx.MockTransport(handle))
+    started = time.perf_counter()
+    with pytest.raises(ServiceUnreachableError, match=re.escape("timeout=0.5")):
+        remote.info  # noqa: B018 - the property fetches /info
+    assert time.perf_counter() - started < 1.5  # not 4 s of one byte every 0.1 s
+
+
+async def test_remote_async_timeout_is_a_total_deadline_too():
+    async def trickle():
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            yield b" "
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/info":
+            normalization = {"mode": None, "shift": 6.0, "temperature": 1.0}
+            return httpx.Response(
+                200, json={"model": "m", "max_length": 9, "options": {}, "normalization": normalization}
+            )
+        return httpx.Response(200, content=trickle())
+
+    remote = _remote([])
+    remote.timeout = 0.5
+    client = httpx.AsyncClient(base_url=remote.url, transport=httpx.MockTransport(handle))
+    remote._async_client = lambda: client  # type: ignore[method-assign]
+    started = time.perf_counter()
+    with pytest.raises(ServiceUnreachableError):
+        await remote.ascore(QUERY, ["a", "b"])
+    assert time.perf_counter() - started < 1.5
+
+
+def test_remote_answer_size_is_bounded_by_the_request():
+    huge = b"[" + b" " * (8 << 20) + b"]"  # 8 MB for two texts
+    with pytest.raises(InvalidResponseError, match="larger than"):
+        _remote(huge).score(QUERY, ["a", "b"])

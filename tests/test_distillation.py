@@ -122,3 +122,102 @@ def test_candidates_can_be_mined_with_an_embedder_instead_of_bm25():
     # A real embedder puts a judged-relevant passage among the top 5 for most queries.
     hits = [any(d in dataset.qrels.get(q, {}) for d in docs) for q, docs in mined.items() if q in dataset.qrels]
     assert sum(hits) >= 0.8 * len(hits)
+
+
+# ----------------------------------------------------------------------------- runs that cannot lie
+@pytest.mark.parametrize("score", ["Infinity", "-Infinity", "NaN", "1e308", "-5000"])
+def test_absurd_teacher_scores_are_refused_naming_the_line(tmp_path, score):
+    path = tmp_path / "scores.jsonl"
+    path.write_text(
+        f'{{"query_id": "q", "doc_id": "a", "score": 1.5}}\n{{"query_id": "q", "doc_id": "b", "score": {score}}}\n'
+    )
+    with pytest.raises(ValueError, match=r"scores\.jsonl, line 2: score"):
+        read_scores(path)
+
+
+def test_a_model_teacher_that_returns_nan_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="teacher score of query 'q1'"):
+        score_with_cache({"q1": ["a", "b"]}, lambda ids: [[1.0, float("nan")]], tmp_path / "cache.jsonl")
+
+
+def test_agreement_never_calls_nan_or_constant_scores_perfect():
+    from ettin_integrations.distillation.agreement import agreement, kendall_tau, top_k_overlap
+
+    teacher = [3.0, 1.0, 2.0]
+    assert kendall_tau([float("nan")] * 3, teacher) == -1.0 and top_k_overlap([float("nan")] * 3, teacher) == 0.0
+    assert kendall_tau([0.5, 0.5, 0.5], teacher) == 0.0  # a student that says nothing agrees on nothing
+    assert kendall_tau([1.0, 1.0], [2.0, 2.0]) == 1.0
+    assert agreement([[float("inf"), 1.0, 2.0]], [teacher])["min_kendall_tau"] == -1.0
+
+
+def test_a_partial_last_line_in_the_teacher_cache_is_dropped_and_rescored(tmp_path):
+    cache = tmp_path / "teacher_scores.jsonl"
+    write_scores(cache, {"q1": {"a": 1.0, "b": 2.0}})
+    with cache.open("a") as handle:
+        handle.write('{"query_id": "q2", "doc_id": "c", "sco')  # the run was killed mid-write
+    asked: list[list[str]] = []
+
+    def score(ids):
+        asked.append(ids)
+        return [[5.0] for _ in ids]
+
+    scores = score_with_cache({"q1": ["a", "b"], "q2": ["c"]}, score, cache)
+    assert asked == [["q2"]] and scores == {"q1": {"a": 1.0, "b": 2.0}, "q2": {"c": 5.0}}
+    assert read_scores(cache) == scores  # the file is whole again
+
+
+def test_an_incomplete_checkpoint_is_skipped_when_resuming(tmp_path):
+    from ettin_integrations.distillation.training import last_complete_checkpoint
+
+    for step, complete in ((2, True), (4, True), (6, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path).endswith("checkpoint-4")
+    assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_saves_nothing(tmp_path, tiny_checkpoint, capsys):
+    scores = tmp_path / "scores.jsonl"
+    from ettin_integrations.evaluation.beir import load_beir
+
+    data = load_beir(TINY_BEIR)
+    write_scores(scores, {q: {d: 10.0 * i for i, d in enumerate(list(data.corpus)[:6])} for q in data.queries})
+    out = tmp_path / "run"
+    argv = ["distill", "--teacher", str(scores), "--student", tiny_checkpoint, "--data", str(TINY_BEIR),
+            "--out", str(out), "--max-steps", "3", "--batch-size", "8", "--eval-steps", "0", "--logging-steps", "1",
+            "--learning-rate", "1e30", "--device", "cpu", "--no-progress", "--offline", "--json"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "diverged" in err or "NaN or infinity" in err, err
+    assert not (out / "model").exists() and not (out / "report.json").exists()
+
+
+def test_the_out_folder_belongs_to_one_run(tmp_path, tiny_checkpoint, capsys):
+    from ettin_integrations.evaluation.beir import load_beir
+
+    data = load_beir(TINY_BEIR)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    docs = list(data.corpus)[:6]
+    write_scores(first, {q: {d: float(i) for i, d in enumerate(docs)} for q in data.queries})
+    write_scores(second, {q: {d: float(-i) for i, d in enumerate(docs)} for q in data.queries})
+    out = tmp_path / "run"
+    argv = ["distill", "--teacher", str(first), "--student", tiny_checkpoint, "--data", str(TINY_BEIR),
+            "--out", str(out), "--max-steps", "2", "--save-steps", "2", "--batch-size", "8", "--eval-steps", "0",
+            "--device", "cpu", "--no-progress", "--offline", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    model_files = sorted(p.name for p in (out / "model").iterdir())
+    assert main(argv) == 0  # a finished run again: a no-op that reports the same result
+    again = json.loads(capsys.readouterr().out)
+    assert again == report and sorted(p.name for p in (out / "model").iterdir()) == model_files
+    assert [p.name for p in (out / "checkpoints").glob("checkpoint-*")] == ["checkpoint-2"]  # no extra step
+    other = [str(second) if a == str(first) else a for a in argv]
+    assert main(other) == 2
+    err = capsys.readouterr().err
+    assert "holds another distillation run (it differs in: teacher)" in err and "--overwrite" in err
+    student = ["/nonexistent/student" if a == tiny_checkpoint else a for a in argv]
+    assert main(student) == 2
+    assert "holds another distillation run (it differs in: student)" in capsys.readouterr().err
+    assert main([*other, "--overwrite"]) == 0

@@ -21,7 +21,7 @@ class GatedRun:
         self.started, self.release = threading.Event(), threading.Event()
         self.passes: list[list[int]] = []
 
-    def __call__(self, payloads):
+    def __call__(self, payloads, abandoned=lambda: False):
         self.passes.append(list(payloads))
         if len(self.passes) == 1:
             self.started.set()
@@ -62,7 +62,7 @@ def test_requests_arriving_while_busy_share_the_next_pass():
 
 
 def test_idle_requests_run_at_once_without_a_thread():
-    batcher: MicroBatcher[int] = MicroBatcher(lambda payloads: [p + 1 for p in payloads])
+    batcher: MicroBatcher[int] = MicroBatcher(lambda payloads, abandoned: [p + 1 for p in payloads])
     assert [batcher.submit(i, 1) for i in range(3)] == [1, 2, 3]
     assert batcher.stats.passes == 3 and batcher.stats.merged_passes == 0
 
@@ -85,7 +85,7 @@ def test_a_queued_request_can_be_cancelled_before_it_starts():
 def test_a_failed_pass_fails_only_its_own_callers():
     calls = []
 
-    def run(payloads):
+    def run(payloads, abandoned):
         calls.append(payloads)
         if "bad" in payloads:
             raise RuntimeError("boom")
@@ -95,6 +95,67 @@ def test_a_failed_pass_fails_only_its_own_callers():
     with pytest.raises(RuntimeError, match="boom"):
         batcher.submit("bad", 1)
     assert batcher.submit("good", 1) == "good"
+
+
+def test_one_poisoned_request_in_a_merged_pass_fails_alone():
+    """A merged pass that fails is rerun one request at a time: only the request that fails by itself fails."""
+    gate_started, gate_release = threading.Event(), threading.Event()
+    passes: list[list[str]] = []
+
+    def run(payloads, abandoned):
+        passes.append(list(payloads))
+        if len(passes) == 1:
+            gate_started.set()
+            gate_release.wait(10)
+        if "poison" in payloads:
+            raise ValueError("poisoned input")
+        return [p.upper() for p in payloads]
+
+    batcher: MicroBatcher[str] = MicroBatcher(run)
+    first, _ = _submit_all(batcher, ["warm"])
+    assert gate_started.wait(5)
+    names = [f"r{i}" for i in range(14)] + ["poison"]
+    others, results = _submit_all(batcher, names)
+    deadline = time.monotonic() + 5
+    while batcher.queued_items < len(names) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate_release.set()
+    for t in first + others:
+        t.join(10)
+    assert isinstance(results.pop("poison"), ValueError)
+    assert results == {n: n.upper() for n in names if n != "poison"}  # 14 of 15 callers get their answers
+    assert sorted(passes[1]) == sorted(names) and batcher.stats.isolated_passes == 1
+
+
+async def test_a_pass_whose_callers_all_left_stops_at_the_next_batch(tiny_checkpoint):
+    engine = EttinReranker(tiny_checkpoint, device="cpu", batch_tokens=64)
+    forward = engine._pipeline.forward
+    batches, real = [], forward._batch
+
+    def slow_batch(pairs):
+        batches.append(len(pairs))
+        time.sleep(0.05)
+        return real(pairs)
+
+    forward._batch = slow_batch
+    try:
+        docs = [f"{d} {i}" for i in range(6) for d in DOCUMENTS]
+        task = asyncio.create_task(engine.ascore(QUERY, docs))
+        while not batches:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.5)  # the leader thread notices at its next batch boundary
+        stopped_after = len(batches)
+        batches.clear()
+        engine.score(QUERY, docs)  # the whole call, for comparison (nobody leaves)
+        full = len(batches)
+    finally:
+        forward._batch = real
+    assert stopped_after < full / 2, (stopped_after, full)
+    reference = EttinReranker(tiny_checkpoint, device="cpu", batch_tokens=64).score(QUERY, DOCUMENTS)
+    assert engine.score(QUERY, DOCUMENTS) == pytest.approx(reference, abs=1e-5)  # the engine still serves
 
 
 def test_merged_engine_results_equal_each_callers_own(tiny_checkpoint):

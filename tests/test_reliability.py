@@ -62,6 +62,36 @@ FORK_POOL = """
 """
 
 
+FORK_MID_PASS = """
+    import json, multiprocessing as mp, threading, time
+    from ettin_integrations import get_reranker
+
+    engine = get_reranker({path!r}, device="cpu", batch_tokens=64)
+    busy = threading.Thread(target=engine.score, args=("where is the city", ["the city by the river " * 30] * 300))
+    busy.start()
+    deadline = time.monotonic() + 30
+    while not engine.batching._busy and time.monotonic() < deadline:  # wait until a pass is running
+        time.sleep(0.005)
+
+    def work(i):
+        return get_reranker({path!r}, device="cpu", batch_tokens=64).score("where is the city", ["a city", "x"])
+
+    with mp.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(work, (0,)).get(timeout=60)
+    mid_pass = busy.is_alive()
+    busy.join()
+    expected = engine.score("where is the city", ["a city", "x"])
+    print(json.dumps({{"mid_pass": mid_pass, "close": all(abs(a - b) < 1e-5 for a, b in zip(child, expected))}}))
+"""
+
+
+def test_a_fork_taken_mid_pass_from_a_busy_thread_does_not_hang_the_child(tiny_checkpoint):
+    """The micro-batcher (and every other process-local state) starts idle in the child."""
+    done = _python(FORK_MID_PASS.format(path=tiny_checkpoint), timeout=150, OMP_NUM_THREADS="2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"mid_pass": True, "close": True}
+
+
 @pytest.mark.parametrize("hold_lock", [False, True])
 def test_fork_pool_after_load_returns_the_right_scores(tiny_checkpoint, hold_lock):
     # Two threads: the parent must have run torch's thread pool (the case that hangs children), even
@@ -71,13 +101,18 @@ def test_fork_pool_after_load_returns_the_right_scores(tiny_checkpoint, hold_loc
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"equal": True, "n": 4}
 
 
-def test_keyed_store_locks_are_fresh_after_fork_reset():
-    from ettin_integrations.concurrency import shared
+def test_every_process_local_state_is_reset_by_the_fork_handler(tiny_checkpoint):
+    from ettin_integrations.concurrency import forking
 
     store: SharedInstances[int] = SharedInstances()
     store._lock.acquire()  # as if another thread held it when the process forked
-    shared.reset_after_fork()
+    engine = EttinReranker(tiny_checkpoint, device="cpu")
+    engine._loaded.lock.acquire()
+    engine.batching._busy = True  # a pass running in another thread at the fork
+    engine.timings._lock.acquire()
+    forking.reset_after_fork()  # what a forked child runs first
     assert store.get_or_create("k", lambda: 1) == 1
+    assert engine.score(QUERY, ["a"]) and not engine.batching._busy
 
 
 # ----------------------------------------------------------------------------- 2. memory

@@ -219,3 +219,43 @@ def test_many_threads_and_tasks_at_once_give_serial_results(tiny_checkpoint):
         assert set(got) == set(want)
         assert [got[k] for k in sorted(got)] == pytest.approx([want[k] for k in sorted(want)], abs=1e-4)
     assert engine.batching.stats.merged_passes > 0
+
+
+# ----------------------------------------------------------------------------- one rule for numbers and names
+_DOCS = ["Berlin is a city.", "A river.", "The document says nothing."]
+
+
+def test_numbers_of_any_numeric_type_are_accepted_and_text_is_refused(tiny_checkpoint):
+    import numpy as np
+
+    from ettin_integrations.errors import InputTypeError, InvalidInputError
+
+    engine = EttinReranker(tiny_checkpoint, device="cpu", max_length=np.int64(64), normalize_shift=np.float32(6.0))
+    assert engine.max_length == 64 and engine.config.normalize_shift == 6.0
+    assert len(engine.rank(QUERY, _DOCS, top_n=np.int64(2), score_threshold=np.float64(-100))) == 2
+    for bad in ({"normalize_shift": "6"}, {"max_length": "512"}, {"batch_tokens": True}):
+        with pytest.raises(InvalidInputError, match=next(iter(bad))):
+            EttinReranker(tiny_checkpoint, device="cpu", **bad)
+    with pytest.raises(InputTypeError, match="top_n"):
+        engine.rank(QUERY, _DOCS, top_n="2")
+    with pytest.raises(InputTypeError, match="score_threshold"):
+        engine.rank(QUERY, _DOCS, score_threshold="0.5")
+    assert LangChainRerank(tiny_checkpoint, top_n=np.int64(2)).top_n == 2
+    with pytest.raises(ValueError, match="top_n"):
+        LangChainRerank(tiny_checkpoint, top_n="2")
+
+
+def test_an_unknown_attention_name_is_refused_with_the_known_ones(tiny_checkpoint):
+    from ettin_integrations.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=r"attention='nonsense'.*sdpa"):
+        EttinReranker(tiny_checkpoint, device="cpu", attention="nonsense")
+
+
+def test_a_null_id_in_a_jsonl_docs_file_is_refused_naming_the_line(tiny_checkpoint, tmp_path, capsys):
+    from ettin_integrations.cli import main
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "a", "text": "Berlin"}\n{"id": null, "text": "Paris"}\n')
+    assert main(["rank", QUERY, "--docs-file", str(docs), "--model", tiny_checkpoint]) == 2
+    assert "line 2: 'id' must be a string or a whole number" in capsys.readouterr().err

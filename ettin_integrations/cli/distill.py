@@ -53,6 +53,7 @@ def _distill_args(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--held-out", type=float, default=0.2, help="share of queries kept for evaluation (0.2)")
     engine_args(parser, TrainingOptions, "training")
     add_offline_flag(parser)
+    parser.add_argument("--overwrite", action="store_true", help="start over in --out even if it holds another run")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     require({"datasets": "datasets", "accelerate": "accelerate", "bm25s": "bm25s", "ir_measures": "ir-measures"},
             "distill")  # fmt: skip
     from ..distillation import TrainingOptions, distill
+    from ..distillation.training import TrainingDiverged
     from ..evaluation import DatasetError
 
     if args.candidates < 2:
@@ -90,8 +92,9 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
                 held_out=args.held_out,
                 options=options,
                 local_files_only=local_files_only,
+                overwrite=args.overwrite,
             )
-    except (DatasetError, ValueError, OSError) as exc:
+    except (DatasetError, ValueError, OSError, TrainingDiverged) as exc:
         raise CliError(as_flags(" ".join(str(exc).split()))) from None
     if args.json:
         summary = report.to_dict()

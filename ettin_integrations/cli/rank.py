@@ -86,7 +86,12 @@ def parse_documents(lines: Iterable[str], source: str, jsonl: bool | None) -> tu
                 ids.append(str(len(texts) - 1))
             elif isinstance(record, dict) and isinstance(record.get("text"), str):
                 texts.append(record["text"])
-                ids.append(str(record.get("id", record.get("_id", len(texts) - 1))))
+                found = record.get("id", record.get("_id", len(texts) - 1))
+                if isinstance(found, bool) or not isinstance(found, (str, int)):
+                    raise CliError(
+                        f"{source}, line {number}: 'id' must be a string or a whole number, got {found!r:.40}."
+                    )
+                ids.append(str(found))
             else:
                 raise CliError(f"{source}, line {number}: expected a string or an object with a string 'text' field.")
     except JsonlError as exc:

@@ -12,6 +12,8 @@ from ..serving.settings import ServeSettings
 from .common import CliError, as_flags, common_args, engine_args, make_reranker, require
 
 NAME = "serve"
+#: ``--max-length`` of a CPU service when the flag is not given (see ``run``).
+CPU_SERVICE_MAX_LENGTH = 512
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -39,6 +41,17 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         settings = ServeSettings(**values)
     except ValueError as exc:
         raise CliError(as_flags(" ".join(str(exc).split()))) from None
+    from ..devices import resolve_device  # torch: only once the command runs
+
+    try:
+        on_cpu = resolve_device(args.device).type == "cpu"
+    except (TypeError, ValueError):
+        on_cpu = False  # make_reranker reports the bad --device in its own words
+    if args.max_length is None and on_cpu:
+        # On a CPU one window-filling 7999-token pair costs seconds (attention is quadratic); RAG passages
+        # rarely need more than 512 tokens with the query. --max-length 7999 restores the model's limit.
+        args.max_length = CPU_SERVICE_MAX_LENGTH
+        print(f"max_length {CPU_SERVICE_MAX_LENGTH} (CPU service default; --max-length N to change)", file=sys.stderr)
     reranker = make_reranker(args)  # loaded before the port opens: /health means ready
     app = create_app(reranker, settings)
     about = reranker.describe()

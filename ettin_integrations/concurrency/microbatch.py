@@ -17,11 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from . import forking
+
 R = TypeVar("R")
 
 
 class Cancelled(Exception):
-    """The request was cancelled before its work started."""
+    """The request was cancelled before its work started, or every requester of a running pass left."""
 
 
 @dataclass(eq=False)
@@ -36,6 +38,8 @@ class Job(Generic[R]):
     lead: bool = False
     started: bool = False
     cancelled: bool = False
+    #: The requester stopped waiting after the job's pass started; a pass whose jobs are all abandoned stops.
+    abandoned: bool = False
     #: Called (from any thread) whenever the job finishes or is promoted to lead a pass.
     on_signal: Callable[[], None] | None = None
 
@@ -61,6 +65,8 @@ class BatchingStats:
     requests: int = 0
     passes: int = 0
     cancelled: int = 0
+    #: Merged passes that failed and were rerun one request at a time.
+    isolated_passes: int = 0
     requests_per_pass: Counter[int] = field(default_factory=Counter)
     items_per_pass: Counter[int] = field(default_factory=Counter)
 
@@ -75,6 +81,7 @@ class BatchingStats:
             "passes": self.passes,
             "merged_passes": self.merged_passes,
             "cancelled": self.cancelled,
+            "isolated_passes": self.isolated_passes,
             "requests_per_pass": dict(sorted(self.requests_per_pass.items())),
         }
 
@@ -83,13 +90,20 @@ class MicroBatcher(Generic[R]):
     """Merges concurrent requests into shared passes of ``run``.
 
     Args:
-        run: Does the work for several payloads at once and returns one result per payload, in order.
+        run: Does the work for several payloads at once and returns one result per payload, in order;
+            its second argument says whether every requester of the pass has gone (check it between
+            batches and raise :class:`Cancelled` to stop early).
         wait_ms: Optional window a leader waits for more requests before its pass (0: none; only
             worth it when throughput matters more than single-request latency).
         max_items: Largest merged pass, in the units of ``Job.size`` (pairs); more waits for the next.
     """
 
-    def __init__(self, run: Callable[[Sequence[Any]], Sequence[R]], wait_ms: float = 0.0, max_items: int = 1 << 30):
+    def __init__(
+        self,
+        run: Callable[[Sequence[Any], Callable[[], bool]], Sequence[R]],
+        wait_ms: float = 0.0,
+        max_items: int = 1 << 30,
+    ) -> None:
         self._run = run
         self._wait = wait_ms / 1000.0
         self._max_items = max_items
@@ -98,6 +112,13 @@ class MicroBatcher(Generic[R]):
         self._busy = False
         self.stats = BatchingStats()
         self._listeners: list[Callable[[int, int], None]] = []
+        forking.register(self)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child no pass is running and nobody waits on the parent's queue: start idle."""
+        self._lock = threading.Lock()
+        self._pending = []
+        self._busy = False
 
     def add_listener(self, listener: Callable[[int, int], None]) -> None:
         """Call ``listener(requests, items)`` after each pass (metrics); listeners must not raise."""
@@ -145,20 +166,29 @@ class MicroBatcher(Generic[R]):
                 if not signalled.done():
                     signalled.set_result(None)
 
-            loop.call_soon_threadsafe(resolve)
+            try:
+                loop.call_soon_threadsafe(resolve)
+            except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+                pass
 
         job = self.enqueue(payload, size, on_signal=wake)
         try:
             if not job.lead:
                 await signalled
         except asyncio.CancelledError:
-            if not self.cancel(job) and job.lead and not job.started:
-                # Promoted just as it was cancelled: others are queued behind it, so lead anyway.
-                threading.Thread(target=self._lead, args=(job,), daemon=True).start()
+            if not self.cancel(job):
+                job.abandoned = True  # its pass has started (or is about to): it stops if all its callers left
+                if job.lead and not job.started:
+                    # Promoted just as it was cancelled: others are queued behind it, so lead anyway.
+                    threading.Thread(target=self._lead, args=(job,), daemon=True).start()
             raise
         if job.lead:
             # Shielded: if this task is cancelled mid-pass, the thread still finishes it for the others.
-            await asyncio.shield(asyncio.to_thread(self._lead, job))
+            try:
+                await asyncio.shield(asyncio.to_thread(self._lead, job))
+            except asyncio.CancelledError:
+                job.abandoned = True
+                raise
         return job.outcome()
 
     def cancel(self, job: Job[R]) -> bool:
@@ -187,16 +217,7 @@ class MicroBatcher(Generic[R]):
                     keep.append(other)
             self._pending = keep
         try:
-            results = self._run([j.payload for j in batch])
-            for j, result in zip(batch, results):
-                if j is not job:
-                    j.finish(result)
-            job.result = results[0]
-        except BaseException as exc:  # the pass failed: every caller in it hears why
-            for j in batch:
-                if j is not job:
-                    j.finish(error=exc)
-            job.error = exc
+            self._run_isolated(batch)
         finally:
             with self._lock:
                 self.stats.requests += len(batch)
@@ -211,3 +232,25 @@ class MicroBatcher(Generic[R]):
                     self._busy = False
             for listener in self._listeners:
                 listener(len(batch), used)
+
+    def _run_isolated(self, batch: list[Job[R]]) -> None:
+        """One pass over ``batch``; if it fails, each request again alone, so only a faulty one fails."""
+        try:
+            results = self._run([j.payload for j in batch], lambda: all(j.abandoned for j in batch))
+        except BaseException as exc:
+            if len(batch) == 1 or isinstance(exc, (Cancelled, KeyboardInterrupt, SystemExit)):
+                for j in batch:
+                    j.finish(error=exc)
+                return
+            self.stats.isolated_passes += 1
+            for j in batch:
+                if j.abandoned:
+                    j.finish(error=Cancelled())
+                    continue
+                try:
+                    j.finish(self._run([j.payload], lambda j=j: j.abandoned)[0])  # type: ignore[misc]
+                except BaseException as alone:  # this request's own failure, and only its caller hears it
+                    j.finish(error=alone)
+            return
+        for j, result in zip(batch, results):
+            j.finish(result)

@@ -10,13 +10,12 @@ never waits behind an unrelated model that is still loading.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-T = TypeVar("T")
+from . import forking
 
-_stores: weakref.WeakSet[SharedInstances[Any]] = weakref.WeakSet()
+T = TypeVar("T")
 
 
 class SharedInstances(Generic[T]):
@@ -26,7 +25,7 @@ class SharedInstances(Generic[T]):
         self._instances: dict[Any, T] = {}
         self._key_locks: dict[Any, threading.Lock] = {}
         self._lock = threading.Lock()  # guards the two dicts, never held while creating
-        _stores.add(self)
+        forking.register(self)
 
     def get_or_create(self, key: Any, create: Callable[[], T]) -> T:
         """The instance stored under ``key``, calling ``create()`` (once, even under races) if there is none."""
@@ -54,15 +53,10 @@ class SharedInstances(Generic[T]):
             self._instances.clear()
             self._key_locks.clear()
 
-    def _reset_locks(self) -> None:
+    def reset_after_fork(self) -> None:
+        """Fresh locks in a forked child: a lock another thread held at fork time would never be released."""
         self._lock = threading.Lock()
         self._key_locks = {}
-
-
-def reset_after_fork() -> None:
-    """Fresh locks in a forked child: a lock another thread held at fork time would never be released."""
-    for store in list(_stores):
-        store._reset_locks()
 
 
 #: Engines, keyed by their resolved configuration.

@@ -13,18 +13,32 @@ from collections.abc import Sequence
 ScoresByQuery = dict[str, dict[str, float]]
 
 
+def _finite(scores: Sequence[float]) -> bool:
+    return all(math.isfinite(s) for s in scores)
+
+
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's tau-b of two score lists over the same items (1.0: same order; ties handled)."""
+    """Kendall's tau-b of two score lists over the same items (1.0: same order; ties handled).
+
+    A list holding NaN or infinity is the worst agreement (-1.0), never a perfect one; one constant
+    list beside a varied one agrees on nothing (0.0); two constant lists agree (1.0).
+    """
     from scipy.stats import kendalltau
 
+    if not (_finite(a) and _finite(b)):
+        return -1.0
     if len(a) < 2:
         return 1.0
     tau = kendalltau(a, b).statistic
-    return 1.0 if math.isnan(tau) else float(tau)  # NaN: a constant list, nothing to disagree about
+    if math.isnan(tau):  # a constant list: the same order only if both are constant
+        return 1.0 if len(set(a)) == 1 and len(set(b)) == 1 else 0.0
+    return float(tau)
 
 
 def top_k_overlap(a: Sequence[float], b: Sequence[float], k: int = 10) -> float:
-    """Share of ``b``'s top ``k`` items that are also in ``a``'s top ``k``."""
+    """Share of ``b``'s top ``k`` items that are also in ``a``'s top ``k`` (0.0 if either holds NaN or inf)."""
+    if not (_finite(a) and _finite(b)):
+        return 0.0
     k = min(k, len(a))
     if k == 0:
         return 1.0

@@ -9,9 +9,11 @@ model, which ``EttinReranker`` and ``CrossEncoder`` both load.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from ..catalog import resolve_model
 from ..evaluation.beir import BeirDataset, load_beir, load_beir_files
 from .agreement import agreement_by_query
 from .teacher import TeacherScores, engine_scorer, read_scores, score_with_cache
-from .training import TrainingOptions, held_out_scores, train_student
+from .training import TrainingOptions, held_out_scores, last_complete_checkpoint, train_student
 
 logger = logging.getLogger("ettin_integrations")
 
@@ -45,6 +47,71 @@ class DistillReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Training options a resumed run may change: how long to train and how often to save, log or evaluate.
+_RESUMABLE_OPTIONS = {"progress", "device", "max_steps", "eval_steps", "save_steps", "logging_steps"}
+#: Files a run keeps in its output folder: its identity, the teacher cache, checkpoints, the model, the report.
+RUN_FILES = ("run.json", "teacher_scores.jsonl", "checkpoints", "model", "report.json")
+
+
+def run_identity(
+    teacher: str | Path, student: str | Path, dataset: BeirDataset, options: TrainingOptions, **choices: Any
+) -> dict[str, Any]:
+    """What makes two runs the same run: teacher (a scores file by its content), student, data, options."""
+    teacher_text = str(teacher)
+    if teacher_text.endswith(".jsonl") and Path(teacher_text).is_file():
+        teacher_text = f"{Path(teacher_text).resolve()} sha256:{_sha256(Path(teacher_text).read_bytes())}"
+    ids = "\n".join(sorted(dataset.queries)) + "\0" + "\n".join(sorted(dataset.corpus))
+    data = {"queries": len(dataset.queries), "documents": len(dataset.corpus), "ids_sha256": _sha256(ids.encode())}
+    return {
+        "teacher": resolve_model(teacher_text),
+        "student": resolve_model(str(student)),
+        "data": data,
+        "choices": {k: (str(v) if v is not None else None) for k, v in sorted(choices.items())},
+        "training": options.model_dump(exclude=_RESUMABLE_OPTIONS),
+    }
+
+
+def claim_output(output: Path, identity: dict[str, Any], overwrite: bool, max_steps: int) -> DistillReport | None:
+    """Make ``output`` this run's folder. Returns the saved report when this very run already finished;
+    refuses a folder holding another run (its cache and checkpoints would be silently reused)."""
+    record = output / "run.json"
+    if overwrite:
+        for name in RUN_FILES:
+            target = output / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    elif record.is_file():
+        try:
+            previous = json.loads(record.read_text(encoding="utf-8"))
+        except ValueError:
+            previous = None
+        if previous != identity:
+            differ = sorted(k for k in identity if not isinstance(previous, dict) or previous.get(k) != identity[k])
+            raise ValueError(
+                f"{output} holds another distillation run (it differs in: {', '.join(differ) or 'run.json'}); "
+                "use a new --out folder, or --overwrite to start over there."
+            )
+        report = output / "report.json"
+        last = last_complete_checkpoint(output / "checkpoints")
+        done = last is not None and int(last.rsplit("-", 1)[-1]) >= max_steps
+        if done and report.is_file() and (output / "model").is_dir():
+            logger.info("%s already holds this finished run; returning its report (--overwrite: again).", output)
+            return DistillReport(**json.loads(report.read_text(encoding="utf-8")))
+    elif any((output / name).exists() for name in RUN_FILES[1:]):
+        raise ValueError(
+            f"{output} holds files of a run without a run.json (an older version, or another tool); "
+            "use a new --out folder, or --overwrite to start over there."
+        )
+    record.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
+    return None
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_data(
@@ -127,6 +194,7 @@ def distill(
     options: TrainingOptions | None = None,
     teacher_options: dict[str, Any] | None = None,
     local_files_only: bool = False,
+    overwrite: bool = False,
 ) -> DistillReport:
     """Make ``student`` follow ``teacher`` on your documents; returns (and saves) the report.
 
@@ -140,6 +208,9 @@ def distill(
         held_out: Fraction of queries kept out of training for the before/after measurement.
         options: Training options (steps, batch size, learning rate, eval/save steps, seed, ...).
         teacher_options: Engine options for the teacher (device, dtype, batch_tokens, ...).
+        overwrite: Start over in ``output_dir`` even if it holds another run (its cache, checkpoints
+            and model are deleted). Without it, a folder holding a different run is refused, and a
+            finished run with the same identity returns its saved report without training again.
 
     Example::
 
@@ -150,6 +221,12 @@ def distill(
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     dataset = load_data(data, queries, corpus, qrels, split)
+    identity = run_identity(
+        teacher, student, dataset, options, candidates=candidates, embedder=embedder, held_out=held_out, split=split
+    )
+    finished = claim_output(output, identity, overwrite, options.max_steps)
+    if finished is not None:
+        return finished
     seconds: dict[str, float] = {}
 
     started = time.perf_counter()

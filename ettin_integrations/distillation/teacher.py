@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TextIO
@@ -24,22 +25,52 @@ TeacherScores = ScoresByQuery
 
 #: One line of a teacher-scores file: ``{"query_id": ..., "doc_id": ..., "score": ...}``.
 SCORE_FIELDS = ("query_id", "doc_id", "score")
+#: Largest teacher score magnitude taken as real: Ettin's teacher scale is about -12..22, and a student
+#: trained on 1e308 learns nothing but NaN.
+MAX_ABS_SCORE = 1000.0
 
 
-def read_scores(path: str | Path) -> TeacherScores:
-    """Teacher scores from a JSONL file (one pair per line); later lines win over earlier ones."""
+def check_score(score: object, where: str) -> float:
+    """``score`` as a float, or ``ValueError`` naming ``where`` if it is not a finite, sane teacher score."""
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        raise ValueError(f"{where}: score must be a number, got {score!r:.40}.")
+    if not math.isfinite(score) or abs(score) > MAX_ABS_SCORE:
+        raise ValueError(
+            f"{where}: score {score!r} is not a teacher score (finite, within +-{MAX_ABS_SCORE:g}; Ettin's "
+            "teacher uses about -12..22); fix or drop that line."
+        )
+    return float(score)
+
+
+def read_scores(path: str | Path, *, tolerate_partial_last_line: bool = False) -> TeacherScores:
+    """Teacher scores from a JSONL file (one pair per line); later lines win over earlier ones.
+
+    ``tolerate_partial_last_line``: a cache whose writer was stopped mid-line keeps its complete
+    lines (with a warning) instead of failing every resume.
+    """
     scores: TeacherScores = {}
+    path = Path(path)
+    if tolerate_partial_last_line:
+        _drop_partial_last_line(path)
     try:
         for number, record in read_jsonl(path):
             if not isinstance(record, dict) or any(k not in record for k in SCORE_FIELDS):
                 raise ValueError(f"{path}, line {number}: expected an object with {', '.join(SCORE_FIELDS)}.")
-            score = record["score"]
-            if not isinstance(score, (int, float)) or isinstance(score, bool) or score != score:
-                raise ValueError(f"{path}, line {number}: score must be a number, got {score!r}.")
-            scores.setdefault(str(record["query_id"]), {})[str(record["doc_id"])] = float(score)
+            score = check_score(record["score"], f"{path}, line {number}")
+            scores.setdefault(str(record["query_id"]), {})[str(record["doc_id"])] = score
     except JsonlError as exc:
         raise ValueError(str(exc)) from None
     return scores
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    logger.warning("%s ends in an incomplete line (a stopped run); dropping it and re-scoring that query.", path)
+    with path.open("r+b") as handle:
+        handle.truncate(keep)
 
 
 def write_scores(path: str | Path, scores: TeacherScores) -> None:
@@ -66,7 +97,7 @@ def score_with_cache(
     order. Only pairs missing from the cache are scored; each finished call is flushed to disk.
     """
     cache = Path(cache)
-    known = read_scores(cache) if cache.is_file() else {}
+    known = read_scores(cache, tolerate_partial_last_line=True) if cache.is_file() else {}
     missing = [q for q, docs in candidates.items() if any(d not in known.get(q, {}) for d in docs)]
     if known:
         logger.info(
@@ -77,6 +108,7 @@ def score_with_cache(
         for start in range(0, len(missing), queries_per_call):
             chunk = missing[start : start + queries_per_call]
             for qid, scores in zip(chunk, score_queries(chunk)):
+                scores = [check_score(s, f"teacher score of query {qid!r}") for s in scores]
                 known.setdefault(qid, {}).update(zip(candidates[qid], scores))
                 _append(handle, qid, zip(candidates[qid], scores))
             handle.flush()

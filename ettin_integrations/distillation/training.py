@@ -9,6 +9,7 @@ the options.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,6 @@ def train_student(
         CrossEncoderTrainingArguments,
     )
     from sentence_transformers.cross_encoder.losses import MSELoss
-    from transformers.trainer_utils import get_last_checkpoint
 
     model = CrossEncoder(resolve_model(student), num_labels=1, device=options.device, local_files_only=local_files_only)
     if model.num_labels != 1:
@@ -147,16 +147,66 @@ def train_student(
         train_dataset=Dataset.from_dict(train_rows),
         loss=MSELoss(model),
         evaluator=_evaluator_class()(*held_out) if options.eval_steps else None,
+        callbacks=[_stop_on_non_finite()],
     )
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    resume = last_complete_checkpoint(checkpoints)
     if resume:
         logger.warning("Resuming training from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
+    _check_finite_scores(model, held_out)
     final = output_dir / "model"
     if context:
         _set_max_length(model, context)
     model.save(str(final))
     return final, list(trainer.state.log_history), resume
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm stopped being a finite number; the run stops and nothing is saved."""
+
+
+def _stop_on_non_finite() -> Any:
+    from transformers import TrainerCallback
+
+    class StopOnNonFinite(TrainerCallback):
+        """Stop at the first logged loss or gradient norm that is NaN or infinite, saying why."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any) -> None:
+            for name in ("loss", "grad_norm"):
+                value = (logs or {}).get(name)
+                if isinstance(value, (int, float)) and not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"training diverged at step {state.global_step}: {name}={value}. Check that the teacher "
+                        "scores are finite logits on a sane scale, or lower --learning-rate; no model was saved."
+                    )
+
+    return StopOnNonFinite()
+
+
+def _check_finite_scores(
+    model: Any, held_out: tuple[dict[str, str], dict[str, str], dict[str, dict[str, float]]]
+) -> None:
+    """Refuse to save a student whose held-out scores are not finite numbers."""
+    queries, corpus, teacher = held_out
+    pairs = [(queries[q], corpus[d]) for q, docs in teacher.items() for d in docs][:64]
+    if not pairs:
+        return
+    scores = model.predict(pairs, show_progress_bar=False, convert_to_numpy=True)
+    if not all(math.isfinite(float(s)) for s in scores):
+        raise TrainingDiverged("the trained student scores held-out pairs as NaN or infinity; no model was saved.")
+
+
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint a run can resume from; ones cut off mid-save (no trainer_state.json) are
+    skipped with a warning, so a stop during a save costs one save interval, not the whole run."""
+    if not checkpoints.is_dir():
+        return None
+    found = [p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if (path / "trainer_state.json").is_file():
+            return str(path)
+        logger.warning("Checkpoint %s is incomplete (a stop during its save); resuming from an earlier one.", path)
+    return None
 
 
 def _max_length(model: Any) -> int | None:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar, get_args
 
 import torch
 
+from ..concurrency import forking
 from ..config import CompileMode
 from .head_precision import HALF
 
@@ -114,6 +115,12 @@ class Compilation:
         self._device = device
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        forking.register(self)
+
+    def reset_after_fork(self) -> None:
+        # The owner thread of CUDA graphs is the parent's; a forked child cannot use CUDA anyway.
+        self._lock = threading.Lock()
+        self._executor = None
 
     def enable(self) -> None:
         """Install the compiled forward (compilation itself happens on the first call)."""

@@ -60,7 +60,7 @@ class LoadSpec:
         )
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: registered for fork resets
 class LoadedModel:
     """A loaded ``CrossEncoder`` plus what the engine needs to drive it."""
 
@@ -79,18 +79,15 @@ class LoadedModel:
     # GPU memory, and a shared lock keeps CUDA out-of-memory back-off deterministic.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        forking.register(self)
+
+    def reset_after_fork(self) -> None:
+        # A lock another parent thread held at the fork would stay held forever in the child.
+        self.lock = threading.Lock()
+
 
 _models: shared.SharedInstances[LoadedModel] = shared.SharedInstances()
-
-
-def _reset_locks_after_fork() -> None:
-    # A lock another parent thread held at the fork would stay held forever in the child.
-    for loaded in _models.values():
-        loaded.lock = threading.Lock()
-    shared.reset_after_fork()
-
-
-forking.on_fork_in_child(_reset_locks_after_fork)
 
 
 def clear_model_cache() -> None:

@@ -12,6 +12,7 @@ import logging
 import torch
 
 from ..devices import resolve_device, resolve_dtype
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,11 @@ def attention_candidates(requested: str, device: torch.device, dtype: torch.dtyp
     """
     from ..kernels.varlen import ATTENTION_NAME, kernel_available
 
+    known = known_attention()
+    if requested not in known and "/" not in requested:  # "org/kernel": a Hub kernel transformers loads
+        raise InvalidInputError(
+            f"attention={requested!r} is not an attention implementation; use one of {', '.join(sorted(known))}."
+        )
     if requested != "auto":
         return [requested] if requested == "sdpa" else [requested, "sdpa"]
     candidates: list[str] = []
@@ -41,6 +47,20 @@ def attention_candidates(requested: str, device: torch.device, dtype: torch.dtyp
         candidates.append(ATTENTION_NAME)
     candidates.append("sdpa")
     return candidates
+
+
+def known_attention() -> set[str]:
+    """``"auto"``, our kernel, and every implementation this transformers version registers."""
+    from ..kernels.varlen import ATTENTION_NAME
+
+    names = {"auto", "eager", "sdpa", "flash_attention_2", ATTENTION_NAME}
+    try:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        names |= set(ALL_ATTENTION_FUNCTIONS.keys())
+    except (ImportError, AttributeError):  # an older layout: the names above are what we know
+        pass
+    return names
 
 
 #: Attention implementations fed packed (unpadded) batches instead of padded ones.

@@ -7,11 +7,13 @@ while the GPU runs batch i: one synchronisation per call.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ..concurrency import forking
+from ..concurrency.microbatch import Cancelled
 from ..kernels.varlen import pack
 from ..model.compilation import Compilation, describe_failure, packed_fillers, padded_shape, rounded_longest
 from ..model.inputs import collate
@@ -39,8 +41,8 @@ class BatchedForward:
         # Packed (unpadded) batches when the attention kernel takes variable-length sequences.
         self.packed = loaded.attention in PACKED_ATTENTION
 
-    def __call__(self, pairs: list[EncodedPair]) -> list[float]:
-        """Raw scores of ``pairs``, in order."""
+    def __call__(self, pairs: list[EncodedPair], stop: Callable[[], bool] | None = None) -> list[float]:
+        """Raw scores of ``pairs``, in order; ``stop()`` true before a batch raises ``Cancelled``."""
         if forking.forked_after_cuda and self.loaded.device.type == "cuda":
             raise RuntimeError(forking.FORK_CUDA_MESSAGE)
         lengths = [len(p.input_ids) for p in pairs]
@@ -52,6 +54,8 @@ class BatchedForward:
                 done: list[int] = []
                 try:
                     for batch in plan_batches([lengths[i] for i in pending], budget, padded=not self.packed):
+                        if stop is not None and stop():
+                            raise Cancelled("every caller of this pass has gone")
                         indices = [pending[j] for j in batch]
                         outputs.append((indices, self._batch([pairs[i] for i in indices])))
                         done.extend(indices)

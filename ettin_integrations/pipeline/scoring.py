@@ -20,6 +20,7 @@ of documents is tokenized while the current one is scored (``waves.py``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -28,7 +29,7 @@ from ..config import EngineConfig, check_chunk_overlap
 from ..model.loading import LoadedModel
 from ..model.placement import default_batch_tokens
 from ..normalization import Normalization
-from ..results import ScoreDetails
+from ..results import RequestCost, ScoreDetails
 from .forward import BatchedForward
 from .timings import StageTimes
 from .token_cache import TokenCache
@@ -122,8 +123,11 @@ class ScoringPipeline:
     def max_length(self) -> int:
         return self.pairs.max_length
 
-    def run(self, batch: Batch, show_progress_bar: bool = False) -> list[ScoreDetails]:
-        """One :class:`ScoreDetails` per query of ``batch``, in order."""
+    def run(
+        self, batch: Batch, show_progress_bar: bool = False, stop: Callable[[], bool] | None = None
+    ) -> list[ScoreDetails]:
+        """One :class:`ScoreDetails` per query of ``batch``, in order; raises ``Cancelled`` at the next
+        forward batch once ``stop()`` is true (every caller of the pass has gone)."""
         flat = [doc for docs in batch.documents_per_query for doc in docs]
         if not flat:
             return [ScoreDetails([], [], [], []) for _ in batch.queries]
@@ -149,11 +153,25 @@ class ScoringPipeline:
             overlapped(tokenize_and_window, wave_spans(len(flat))) as waves,
         ):
             for units in waves:
-                scored.add(units, self.forward([u.pair for u in units]))  # plan batches + forward
+                scored.add(units, self.forward([u.pair for u in units], stop))  # plan batches + forward
                 bar.update(len({u.doc for u in units}))
         raw = [aggregate(w, self.aggregate) for w in scored.windows]
         self._report(scored)
         return self._per_query(batch, raw, scored)
+
+    def cost(self, query: str, documents: list[str], cap: int | None = None) -> RequestCost:
+        """Tokens and pairs scoring ``documents`` would take (tokenizing only, no model work)."""
+        query_ids = self.pairs.encode_documents([query], self.pairs.text_budget)[0]
+        limit = self.pairs.text_budget if self.truncate else None
+        tokens = pairs = 0
+        truncated = []
+        for doc, ids in enumerate(self.pairs.encode_documents(documents, limit)):
+            cut = cap is not None and len(ids) > cap
+            units = self.windows.units(query_ids, ids[:cap] if cut else ids, doc)
+            tokens += sum(len(u.pair.input_ids) for u in units)
+            pairs += len(units)
+            truncated.append(cut or any(u.pair.truncated for u in units))
+        return RequestCost(tokens, pairs, truncated)
 
     def _per_query(self, batch: Batch, raw: list[float], scored: _Scored) -> list[ScoreDetails]:
         results, start = [], 0

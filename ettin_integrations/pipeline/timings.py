@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ..concurrency import forking
+
 STAGES = ("tokenize", "pack", "forward", "wait")
 
 
@@ -21,6 +23,10 @@ class StageTimes:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seconds = dict.fromkeys(STAGES, 0.0)
+        forking.register(self)
+
+    def reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

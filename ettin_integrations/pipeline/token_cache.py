@@ -12,6 +12,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..concurrency import forking
+
 
 @dataclass
 class CacheStats:
@@ -29,6 +31,10 @@ class TokenCache:
         self._entries: OrderedDict[tuple[str, int | None], Sequence[int]] = OrderedDict()
         self._lock = threading.Lock()
         self.stats = CacheStats()
+        forking.register(self)
+
+    def reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def get(self, text: str, limit: int | None) -> Sequence[int] | None:
         with self._lock:

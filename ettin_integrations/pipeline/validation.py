@@ -9,6 +9,7 @@ same input the local engine would. Wrong kinds of value raise :class:`InputTypeE
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -73,17 +74,17 @@ def check_documents(documents: Any, where: str = "documents") -> list[str]:
 def check_top_n(top_n: Any) -> int | None:
     if top_n is None:
         return None
-    if isinstance(top_n, bool) or not isinstance(top_n, int):
+    if isinstance(top_n, bool) or not isinstance(top_n, numbers.Integral):
         raise InputTypeError(f"top_n must be an int or None, got {type(top_n).__name__}.")
     if top_n < 0:
         raise InvalidInputError(f"top_n must be >= 0 (or None for all), got {top_n}.")
-    return top_n
+    return int(top_n)
 
 
 def check_threshold(score_threshold: Any) -> float | None:
     if score_threshold is None:
         return None
-    if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float)):
+    if isinstance(score_threshold, bool) or not isinstance(score_threshold, numbers.Real):
         raise InputTypeError(f"score_threshold must be a number or None, got {type(score_threshold).__name__}.")
     if math.isnan(score_threshold):
         raise InvalidInputError("score_threshold is NaN, which no score can pass; use None to keep every document.")
@@ -108,11 +109,11 @@ def check_positive(name: str, value: Any) -> int | None:
     """``value`` as a positive int, or None; anything else is refused naming ``name``."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InputTypeError(f"{name} must be a positive int or None, got {type(value).__name__}.")
     if value < 1:
         raise InvalidInputError(f"{name} must be a positive int or None, got {value!r}.")
-    return value
+    return int(value)
 
 
 @dataclass(frozen=True)

@@ -27,17 +27,10 @@ from ..results import ScoreDetails, ranked
 from ..wire import CohereDocument, CohereRerankRequest, CohereRerankResponse, CohereResult, TeiRank, TeiRerankRequest
 from .metrics import ServiceMetrics
 from .middleware import BodyLimit, RequestMetrics, error_body
-from .settings import ServeSettings
+from .requests import ApiError, parse_body
+from .settings import DEFAULT_REQUEST_TOKENS, ServeSettings
 
 __all__ = ["RerankService", "create_app"]
-
-
-class ApiError(Exception):
-    """An answer in the protocol: status, message, error type, extra headers."""
-
-    def __init__(self, status: int, message: str, error_type: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.error_type, self.headers = status, message, error_type, headers or {}
 
 
 class _ClientGone(Exception):
@@ -65,14 +58,19 @@ class RerankService:
         self.metrics = ServiceMetrics(queued_pairs=lambda: reranker.queued_pairs, inflight_pairs=self._inflight)
         reranker.add_pass_listener(self.metrics.on_pass)
         self.cohere_normalization = reranker.normalization.as_sigmoid()  # Cohere clients expect 0..1
+        device = str(reranker.describe().get("device", "cpu")).split(":")[0]
+        self.max_request_tokens = self.settings.max_request_tokens or DEFAULT_REQUEST_TOKENS.get(device, 131_072)
         self.app = self._build_app()
 
     def _inflight(self) -> float:
         return self.inflight_pairs
 
     def _build_app(self) -> FastAPI:
-        app = FastAPI(title="Ettin rerank service", version=__version__)
-        app.add_middleware(BodyLimit, limit=self.settings.max_body_bytes)
+        keyed = self.settings.api_key is not None
+        # With a key, the API's description follows it (and the browser pages, which could not send it, are off).
+        app = FastAPI(title="Ettin rerank service", version=__version__, openapi_url=None if keyed else "/openapi.json",
+                      docs_url=None if keyed else "/docs", redoc_url=None if keyed else "/redoc")  # fmt: skip
+        app.add_middleware(BodyLimit, limit=self.settings.max_body_bytes, timeout=self.settings.body_timeout_seconds)
         app.add_middleware(RequestMetrics, metrics=self.metrics)
         app.add_exception_handler(ApiError, self._api_error)  # type: ignore[arg-type]
         app.add_exception_handler(RequestValidationError, self._invalid)  # type: ignore[arg-type]
@@ -80,17 +78,21 @@ class RerankService:
         app.post("/v2/rerank", dependencies=guarded, summary="Cohere v2 rerank")(self.rerank_v2)
         app.post("/v1/rerank", dependencies=guarded, summary="Cohere v1 rerank")(self.rerank_v1)
         app.post("/rerank", dependencies=guarded, summary="TEI rerank")(self.rerank_tei)
-        app.get("/health")(self.health)
+        app.api_route("/health", methods=["GET", "HEAD"])(self.health)
         app.get("/info", dependencies=guarded)(self.info)
         app.get("/metrics", dependencies=guarded)(self.prometheus)
+        if keyed:
+            app.get("/openapi.json", dependencies=guarded, include_in_schema=False)(lambda: JSONResponse(app.openapi()))
         return app
 
     # ----------------------------------------------------------------- access and errors
     async def _authorize(self, request: Request) -> None:
+        """Bearer key compared as bytes: any header a client sends, ASCII or not, is a 401 or a pass."""
         if self.settings.api_key is None:
             return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self.settings.api_key):
+        header = next((value for name, value in request.scope["headers"] if name == b"authorization"), b"")
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.settings.api_key.encode()):
             raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "Unauthorized",
                            {"WWW-Authenticate": "Bearer"})  # fmt: skip
 
@@ -105,8 +107,13 @@ class RerankService:
         return JSONResponse(error_body(problems, "Validation"), status_code=422)
 
     # ----------------------------------------------------------------- scoring
-    async def _score(self, request: Request, query: str, texts: list[str], cap: int | None, field: str) -> ScoreDetails:
-        """Admit, score and account for one request; raises ``ApiError`` or ``_ClientGone``."""
+    async def _score(
+        self, request: Request, query: str, texts: list[str], cap: int | None, field: str, whole: bool = False
+    ) -> ScoreDetails:
+        """Admit, score and account for one request; raises ``ApiError`` or ``_ClientGone``.
+
+        ``whole``: refuse (413) a text that would be truncated (TEI's ``truncate=false``), before scoring.
+        """
         try:  # named in the request's own terms (texts[3], documents[3]) before any work is queued
             check_query(query)
             check_documents(texts, field)
@@ -118,6 +125,7 @@ class RerankService:
                            "PayloadTooLarge")  # fmt: skip
         if not texts:
             return ScoreDetails([], [], [], [])
+        await self._admit(query, texts, cap, field, whole)
         if self.inflight_pairs + len(texts) > settings.max_queued_pairs:
             raise ApiError(503, "the service is at capacity; retry shortly", "Overloaded",
                            {"Retry-After": str(settings.retry_after_seconds)})  # fmt: skip
@@ -140,6 +148,24 @@ class RerankService:
         self.metrics.pairs.inc(len(texts))
         return details
 
+    async def _admit(self, query: str, texts: list[str], cap: int | None, field: str, whole: bool) -> None:
+        """Refuse, before any model work, a request over the token budget or with a text that must not be cut."""
+        big = len(texts) > 16 or sum(map(len, texts)) > 65536
+        cost = (await asyncio.to_thread(self.reranker.cost, query, texts, max_document_tokens=cap) if big
+                else self.reranker.cost(query, texts, max_document_tokens=cap))  # fmt: skip
+        if cost is None:  # a backend that cannot count: the document limit is all there is
+            return
+        if cost.tokens > self.max_request_tokens:
+            raise ApiError(413, f"this request would make the model read {cost.tokens} tokens ({cost.pairs} pairs); "
+                           f"the limit is {self.max_request_tokens} tokens per request", "PayloadTooLarge")  # fmt: skip
+        if whole and any(cost.truncated):
+            self._refuse_truncated(cost.truncated, field)
+
+    def _refuse_truncated(self, truncated: list[bool], field: str) -> None:
+        first = truncated.index(True)
+        raise ApiError(413, f"{field}[{first}] does not fit max_length={self.reranker.describe().get('max_length')} "
+                       "tokens with the query; send truncate=true to cut it", "Validation")  # fmt: skip
+
     async def _cohere(self, request: Request, body: CohereRerankRequest, version: str) -> Any:
         texts = body.texts()
         try:
@@ -159,24 +185,26 @@ class RerankService:
         return JSONResponse(response.model_dump(exclude_none=True))
 
     # ----------------------------------------------------------------- routes
-    async def rerank_v2(self, request: Request, body: CohereRerankRequest) -> Any:
+    async def rerank_v2(self, request: Request) -> Any:
         """Cohere v2 rerank: ``relevance_score`` in 0..1 (the engine's sigmoid), best first."""
+        body = await parse_body(request, CohereRerankRequest, "documents", self.settings.max_documents)
         return await self._cohere(request, body, "2")
 
-    async def rerank_v1(self, request: Request, body: CohereRerankRequest) -> Any:
+    async def rerank_v1(self, request: Request) -> Any:
         """Cohere v1 rerank (same semantics as v2)."""
+        body = await parse_body(request, CohereRerankRequest, "documents", self.settings.max_documents)
         return await self._cohere(request, body, "1")
 
-    async def rerank_tei(self, request: Request, body: TeiRerankRequest) -> Any:
+    async def rerank_tei(self, request: Request) -> Any:
         """TEI rerank: ``[{index, score, text?}]`` best first; ``raw_scores`` gives the logits."""
+        body = await parse_body(request, TeiRerankRequest, "texts", self.settings.max_documents)
         try:
-            details = await self._score(request, body.query, body.texts, body.max_tokens_per_doc, "texts")
+            details = await self._score(request, body.query, body.texts, body.max_tokens_per_doc, "texts",
+                                        whole=not body.truncate)  # fmt: skip
         except _ClientGone:
             return Response(status_code=499)
-        if not body.truncate and any(details.truncated):
-            first = details.truncated.index(True)
-            raise ApiError(413, f"texts[{first}] does not fit max_length={self.reranker.describe().get('max_length')} "
-                           "tokens with the query; send truncate=true to cut it", "Validation")  # fmt: skip
+        if not body.truncate and any(details.truncated):  # a backend that could not tell before scoring
+            self._refuse_truncated(details.truncated, "texts")
         normalization = self.cohere_normalization.as_raw() if body.raw_scores else self.cohere_normalization
         details_shown = body.return_details
         ranks = [
@@ -203,6 +231,7 @@ class RerankService:
             **described,
             "normalization": {**described.get("normalization", {}), "cohere": "sigmoid"},
             "max_documents": self.settings.max_documents,
+            "max_request_tokens": self.max_request_tokens,
             "version": __version__,
             "options": self.reranker.options,
         }

@@ -5,6 +5,7 @@ Errors are JSON readable by both APIs' clients (:func:`error_body`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,10 +23,14 @@ def error_body(message: str, error_type: str) -> dict[str, str]:
 
 
 class BodyLimit:
-    """ASGI middleware: refuse bodies over ``limit`` bytes with 413, declared or streamed, before parsing."""
+    """ASGI middleware: refuse a body over ``limit`` bytes (413), declared or streamed, and a body that takes
+    longer than ``timeout`` seconds to arrive (408), before anything parses it.
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    A slow client (one byte a second) would otherwise hold a connection and a task for as long as it likes.
+    """
+
+    def __init__(self, app: Any, limit: int, timeout: float = 30.0) -> None:
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
         if scope["type"] != "http":
@@ -33,18 +38,26 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(send)
+            await _refuse(send, 413, f"request body over {self.limit} bytes", "PayloadTooLarge")
             return
         received = 0
         started = False
+        deadline = time.monotonic() + self.timeout
+        body_done = False
 
-        async def counted() -> dict:
-            nonlocal received
-            message = await receive()
+        async def bounded() -> dict:
+            nonlocal received, body_done
+            if body_done:  # after the body, only a disconnect can come: no deadline on waiting for it
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise _BodyTimeout from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     raise _TooLarge
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: dict) -> None:
@@ -53,17 +66,25 @@ class BodyLimit:
             await send(message)
 
         try:
-            await self.app(scope, counted, tracking_send)
+            await self.app(scope, bounded, tracking_send)
         except _TooLarge:
             if not started:
-                await self._too_large(send)
+                await _refuse(send, 413, f"request body over {self.limit} bytes", "PayloadTooLarge")
+        except _BodyTimeout:
+            if not started:
+                await _refuse(send, 408, f"request body not received within {self.timeout:g} s", "RequestTimeout")
 
-    async def _too_large(self, send: Callable) -> None:
-        response = JSONResponse(error_body(f"request body over {self.limit} bytes", "PayloadTooLarge"), status_code=413)
-        await response({"type": "http"}, _no_receive, send)
+
+async def _refuse(send: Callable, status: int, message: str, error_type: str) -> None:
+    response = JSONResponse(error_body(message, error_type), status_code=status, headers={"Connection": "close"})
+    await response({"type": "http"}, _no_receive, send)
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _BodyTimeout(Exception):
     pass
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: ``max_request_tokens`` when not given, by device type: what one request may cost.
+DEFAULT_REQUEST_TOKENS = {"cpu": 131_072, "mps": 524_288, "cuda": 4_194_304}
 
 
 class ServeSettings(BaseModel):
@@ -24,3 +27,21 @@ class ServeSettings(BaseModel):
     graceful_shutdown_seconds: int = Field(
         default=30, ge=0, description="On shutdown, how long in-flight requests may take to finish."
     )
+    max_request_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most tokens one request may make the model read, counted before any model work (more: 413); "
+        "default 131072 on CPU (seconds of work for the 17m model, minutes for 1b), 4194304 on a GPU.",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="Longest a client may take to send its request body (more: 408)."
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _printable_ascii_key(cls, value: str | None) -> str | None:
+        # A key is compared as bytes of an HTTP header: anything but visible ASCII could never match.
+        if value is not None and (not value or not all(33 <= ord(c) <= 126 for c in value)):
+            raise ValueError("the API key must be visible ASCII characters (no spaces or accents), e.g. from "
+                             "`python -c 'import secrets; print(secrets.token_urlsafe())'`")  # fmt: skip
+        return value
