@@ -3,7 +3,8 @@
 # max_length 512, our defaults (bf16 + unpadded attention) against predict's defaults (float32,
 # batch 32) and predict in bf16 with a large fixed batch, all in one run: cold and warm passes,
 # the per-query stage breakdown, the token cache, torch.compile with and without CUDA graphs (compile
-# time and graph memory under each table), and a batch_tokens sweep (to choose the CUDA default).
+# time and graph memory under each table), a batch_tokens sweep (to choose the CUDA default), and the
+# bulk table of the model cards' shape for all six sizes.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]      # writes OUT_DIR/results.{json,md}
 #
@@ -20,6 +21,11 @@ python -m pytest -o addopts= -q -p no:cacheprovider -m gpu tests/test_varlen.py 
 python -m ettin_integrations.benchmarking.run --device cuda --max-length 512 --sizes ${SIZES:-17m 150m 1b} \
   --queries ${QUERIES:-40} --k 50 --repeats 3 --out "$out" \
   --variants predict predict_bf16_bs64 ours ours_cache ours_compile ours_graphs ours_bt8192 ours_bt16384 ours_bt32768 ours_bt131072
+# The model cards' shape: all queries' pairs in one call, six sizes, printed beside the cards' H100 figures
+# (every table carries model GFLOP/s and MFU against a timed bf16 GEMM in the same process).
+python -m ettin_integrations.benchmarking.run --device cuda --max-length 512 --bulk \
+  --sizes ${BULK_SIZES:-17m 32m 68m 150m 400m 1b} --queries ${BULK_QUERIES:-100} --k 50 --repeats 3 --no-overhead \
+  --out "$out/bulk" --variants predict_bf16_bs64 ours
 # Precision on the trained fixture (built there, once: training needs the [distill] extra, i.e.
 # sentence-transformers[train], bm25s and ir-measures; carry their wheels to a machine without network).
 if python -c "import datasets, accelerate, bm25s, ir_measures" 2>/dev/null; then

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .concurrency import forking, shared
+from .concurrency import forking, shared, workers
 from .concurrency.microbatch import MicroBatcher
 from .config import DEFAULT_MODEL, EngineConfig, options_docstring
 from .contract import BaseReranker, PassListener
@@ -250,7 +250,19 @@ def _batch(request: ScoringRequest) -> Batch:
 
 
 def _apply_num_threads(threads: int | None) -> None:
+    """``num_threads`` when given; else the cores this process may use, divided among the workers sharing them."""
     if threads is None:
+        choice = workers.choose_threads()
+        if choice.threads < torch.get_num_threads():
+            torch.set_num_threads(choice.threads)
+            logger.info(
+                "Using %d torch thread(s): %d usable core(s) shared by %d worker(s) (%s); pass num_threads=N "
+                "(--num-threads N) to choose yourself.",
+                choice.threads,
+                choice.cores,
+                choice.workers,
+                choice.source,
+            )
         return
     if forking.in_forked_child and threads > 1:
         # More than one thread in a forked child hangs in torch's thread pool (see forking.py).

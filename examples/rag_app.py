@@ -247,7 +247,7 @@ def app_from_env() -> FastAPI:
     """App factory for ``uvicorn --factory rag_app:app_from_env --workers N``: settings from the environment.
 
     ``ETTIN_MODEL``, ``ETTIN_EMBEDDER``, ``ETTIN_CORPUS`` (a JSONL path) and ``ETTIN_NUM_THREADS``
-    (torch threads per worker: cores / workers).
+    (torch threads per worker; without it the engine gives each of the N workers cores / N on its own).
     """
     threads = os.environ.get("ETTIN_NUM_THREADS")
     return create_app(

@@ -78,3 +78,34 @@ def test_bench_help_shows_the_real_options(capsys):
         cli_main(["bench", "--help"])
     text = capsys.readouterr().out
     assert "--sizes" in text and "--variants" in text and "predict_bsN" in text
+
+
+def test_model_flops_match_a_hand_count_on_a_tiny_config():
+    from ettin_integrations.benchmarking.flops import pair_flops, workload_flops
+
+    config = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3,
+              "global_attn_every_n_layers": 3, "local_attention": 4}  # fmt: skip
+    length = 10
+    # Layer 0 is global (every token sees all 10), layers 1 and 2 local (a window of 4).
+    projections = 8 * length * 64 * 64  # QKV (3 H^2) and output (H^2), two FLOPs per multiply-add
+    mlp = 2 * length * 64 * (2 * 96) + 2 * length * 96 * 64  # gated: H -> 2I, then I -> H
+    attention_global = 2 * 2 * length * 10 * 64  # scores and weighted values over 10 keys
+    attention_local = 2 * 2 * length * 4 * 64
+    head = 2 * 64 * 64 + 2 * 64  # Dense(H, H) and Dense(H, 1) on the CLS token
+    expected = 3 * (projections + mlp) + attention_global + 2 * attention_local + head
+    assert pair_flops(config, length) == expected
+    assert workload_flops(config, [10, 10]) == 2 * expected
+
+
+def test_the_harness_reports_mfu_and_the_bulk_shape(tiny_checkpoint, tmp_path):
+    out = tmp_path / "bulk"
+    code = cli_main(["bench", "--sizes", "tiny", "--queries", "2", "--k", "4", "--repeats", "1", "--no-overhead",
+                     "--variants", "predict", "ours", "--bulk", "--out", str(out),
+                     "--cache", str(Path(tiny_checkpoint).parent)], out=io.StringIO())  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "results.json").read_text())
+    rows = {r["variant"]: r for r in report["sizes"]["tiny"]}
+    for name in ("predict", "ours"):
+        assert 0 < rows[name]["mfu"] < 1 and rows[name]["peak_gflops"] > 0, rows[name]
+        assert rows[name]["max_abs_diff"] < 1e-3  # bulk scores are the same scores
+    assert "MFU" in (out / "results.md").read_text()

@@ -512,3 +512,53 @@ def test_forked_child_of_a_cuda_process_fails_at_once_with_what_to_do(tiny_check
     assert done.returncode == 0, done.stderr[-3000:]
     (message,) = json.loads(done.stdout.strip().splitlines()[-1])
     assert "spawn" in message and "forked" in message
+
+
+# ----------------------------------------------------------------------------- worker defaults
+WORKERS = """
+    import json, logging, multiprocessing as mp, os, torch
+    logging.basicConfig(level=logging.INFO)
+
+    def report(path):
+        from ettin_integrations import get_reranker
+        from ettin_integrations.concurrency.workers import worker_count
+        get_reranker(path, device="cpu")
+        return worker_count()[0], torch.get_num_threads()
+
+    if __name__ == "__main__":
+        with mp.get_context("spawn").Pool(2) as pool:
+            print(json.dumps(pool.map(report, [{path!r}] * 2)))
+"""
+
+
+def test_spawned_workers_divide_the_cores_without_settings(tiny_checkpoint, tmp_path):
+    from ettin_integrations.concurrency.workers import usable_cores
+
+    script = tmp_path / "workers.py"
+    script.write_text(textwrap.dedent(WORKERS.format(path=tiny_checkpoint)))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(usable_cores())}
+    env.pop("WEB_CONCURRENCY", None)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = max(1, usable_cores() // 2)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [[2, expected], [2, expected]]
+    if usable_cores() > 1:
+        assert "sibling worker processes" in done.stderr and "num_threads=N" in done.stderr
+
+
+def test_web_concurrency_divides_the_cores_and_num_threads_still_wins(tiny_checkpoint):
+    from ettin_integrations.concurrency.workers import usable_cores
+
+    code = """
+        import torch
+        from ettin_integrations import EttinReranker
+        EttinReranker({path!r}, device="cpu"{extra})
+        print(torch.get_num_threads())
+    """
+    cores = str(usable_cores())
+    default = _python(code.format(path=tiny_checkpoint, extra=""), OMP_NUM_THREADS=cores, WEB_CONCURRENCY="4")
+    assert default.returncode == 0, default.stderr[-2000:]
+    assert int(default.stdout.split()[-1]) == max(1, usable_cores() // 4)
+    given = _python(code.format(path=tiny_checkpoint, extra=", num_threads=2"), OMP_NUM_THREADS=cores,
+                    WEB_CONCURRENCY="4")  # fmt: skip
+    assert int(given.stdout.split()[-1]) == 2

@@ -31,6 +31,18 @@ from .workload import add_workload_args, workload_argv
 REFERENCE = "predict"
 
 
+#: The Ettin model cards' throughput (pairs/s; bulk, max_length 512, NQ): (H100 bf16 with unpadded attention,
+#: i7-13700K fp32 with SDPA). Printed beside ``--bulk`` tables as a reference for their hardware, not ours.
+SEED_THROUGHPUT = {
+    "17m": (7517, 267.4),
+    "32m": (6602, 92.5),
+    "68m": (4913, 31.2),
+    "150m": (3237, 14.0),
+    "400m": (1738, 5.2),
+    "1b": (928, 2.1),
+}
+
+
 def checkpoint_for(size: str, cache: Path) -> str:
     """Ettin-shaped checkpoint with random weights (real tokenizer when ../shared has it), cached."""
     from ..testing import build_checkpoint
@@ -74,6 +86,10 @@ def _run_variant(variant: str, checkpoint: str, args: argparse.Namespace, worker
     merged["pairs_per_second_warm"] = [
         sum(r["pairs_per_second_warm"][i] for r in results) for i in range(len(results[0]["pairs_per_second_warm"]))
     ]
+    merged["model_flops_per_second"] = [
+        sum(r["model_flops_per_second"][i] for r in results) for i in range(len(results[0]["model_flops_per_second"]))
+    ]
+    merged["workers"] = workers  # their GEMM peaks were timed while the others ran: not the machine's
     merged["latencies_ms"] = [x for r in results for x in r["latencies_ms"]]
     merged["latencies_ms_warm"] = [x for r in results for x in r["latencies_ms_warm"]]
     return merged
@@ -105,11 +121,28 @@ def summarize(result: dict[str, Any], reference: dict[str, Any] | None) -> dict[
         "breakdown_ms": result.get("breakdown_ms"),
         "compile": result.get("compile"),
     }
+    if result.get("model_flops_per_second"):
+        summary["model_gflops"] = statistics.median(result["model_flops_per_second"]) / 1e9
+        if not result.get("workers"):
+            summary["peak_gflops"] = result["peak_gemm_flops"] / 1e9
+            summary["model_gemm_gflops"] = result["model_gemm_flops"] / 1e9
     if reference is not None and "scores" in reference:
         diffs = [abs(x - y) for q, r in zip(result["scores"], reference["scores"]) for x, y in zip(q, r)]
         taus = [_kendall_tau(q, r) for q, r in zip(result["scores"], reference["scores"])]
         summary.update(max_abs_diff=max(diffs), min_kendall_tau=min(taus), mean_kendall_tau=statistics.mean(taus))
     return summary
+
+
+def add_mfu(rows: list[dict[str, Any]]) -> None:
+    """Model FLOP utilization per row, against one attainable rate per size: the median of the GEMMs
+    timed in the single-process variants (several workers' timings ran while the others worked)."""
+    peaks = [r["peak_gflops"] for r in rows if r.get("peak_gflops")]
+    if not peaks:
+        return
+    peak = statistics.median(peaks)
+    for r in rows:
+        if "model_gflops" in r:
+            r["mfu"] = r["model_gflops"] / peak
 
 
 def _environment(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,6 +168,7 @@ def _environment(args: argparse.Namespace) -> dict[str, Any]:
             "TOKENIZERS_PARALLELISM", "unset (the Rust tokenizer runs in parallel)"
         ),
         "command": " ".join(["ettin-rerank", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else " ".join(sys.argv),
+        "bulk": bool(getattr(args, "bulk", False)),
         "workload": f"{args.queries} queries x {args.k} candidates (NQ-like lengths), seed {args.seed}, "
         f"{args.repeats} timed passes after a warm-up, max_length {args.max_length or 'model default (7999)'}",
     }
@@ -153,16 +187,19 @@ def to_markdown(report: dict[str, Any]) -> str:
     ]
     for size, rows in report["sizes"].items():
         ref = next((r for r in rows if r.get("variant") == REFERENCE and "pairs_per_second" in r), None)
+        peaks = [r for r in rows if r.get("peak_gflops")]
+        peak = statistics.median(r["peak_gflops"] for r in peaks) if peaks else float("nan")
         lines += [
             f"#### {size}",
             "",
             "| variant | pairs/s cold | vs predict | pairs/s warm | top-K p50 ms cold / warm | p95 ms | peak MB "
-            "| ms per query: tokenize / pack / forward / wait | max abs diff | min / mean Kendall tau |",
-            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+            "| ms per query: tokenize / pack / forward / wait | model GFLOP/s | MFU (of GEMM peak) "
+            "| max abs diff | min / mean Kendall tau |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
         ]
         for r in rows:
             if "pairs_per_second" not in r:
-                lines.append(f"| {r['variant']} | {r.get('unavailable') or r.get('error')} | | | | | | | | |")
+                lines.append(f"| {r['variant']} | {r.get('unavailable') or r.get('error')} | | | | | | | | | | |")
                 continue
             ratio = r["pairs_per_second"] / ref["pairs_per_second"] if ref else float("nan")
             stages = r.get("breakdown_ms")
@@ -172,8 +209,22 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['variant']} | {r['pairs_per_second']:.1f} | {ratio:.2f}x | {r['pairs_per_second_warm']:.1f} "
                 f"| {r['p50_ms']:.0f} / {r['p50_ms_warm']:.0f} | {r['p95_ms']:.0f} | {r['peak_memory_mb']:.0f} "
-                f"| {breakdown} | {r.get('max_abs_diff', float('nan')):.2e} "
+                f"| {breakdown} | {r.get('model_gflops', float('nan')):.1f} | {100 * r.get('mfu', float('nan')):.1f}% "
+                f"| {r.get('max_abs_diff', float('nan')):.2e} "
                 f"| {r.get('min_kendall_tau', float('nan')):.4f} / {r.get('mean_kendall_tau', float('nan')):.4f} |"
+            )
+        seed = SEED_THROUGHPUT.get(size)
+        if seed and report["environment"].get("bulk"):
+            lines.append(
+                f"Seed's table for {size} (their hardware, bulk, max_length 512, NQ): H100 bf16 {seed[0]:g} pairs/s; "
+                f"i7-13700K (16 cores) fp32 SDPA {seed[1]:g} pairs/s."
+            )
+        if peaks:
+            lines.append(
+                f"MFU is against the attainable rate here (a timed GEMM in each single-process variant's process "
+                f"and dtype, median): {peak:.0f} GFLOP/s square, "
+                f"{statistics.median(r['model_gemm_gflops'] for r in peaks):.0f} GFLOP/s shaped like the model's "
+                "largest projection. Model FLOPs count real tokens only (see benchmarking/flops.py)."
             )
         lines.append("")
         for r in rows:
@@ -252,7 +303,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         default=[],
         type=_variant,
         metavar="VARIANT",
-        help="also run these variants as two workers at once on the same cores (pairs/s summed)",
+        help="also run these variants as several workers at once on the same cores (pairs/s summed)",
+    )
+    parser.add_argument(
+        "--workers",
+        nargs="+",
+        type=int,
+        default=[2],
+        metavar="N",
+        help="worker counts for --contention (default: 2)",
     )
     return parser
 
@@ -273,11 +332,13 @@ def run(args: argparse.Namespace) -> int:
         for variant in variants:
             print(f"[{size}] {variant} ...", file=sys.stderr, flush=True)
             raw.append(_run_variant(variant, checkpoint, args))
-        for variant in args.contention:
-            print(f"[{size}] {variant} x2 workers on the same cores ...", file=sys.stderr, flush=True)
-            raw.append(_run_variant(variant, checkpoint, args, workers=2))
+        for workers in args.workers if args.contention else []:
+            for variant in args.contention:
+                print(f"[{size}] {variant} x{workers} workers on the same cores ...", file=sys.stderr, flush=True)
+                raw.append(_run_variant(variant, checkpoint, args, workers=workers))
         reference = raw[0] if "scores" in raw[0] else None
         report["sizes"][size] = [summarize(r, reference) for r in raw]
+        add_mfu(report["sizes"][size])
         report["raw"][size] = raw
         if not args.no_overhead:
             print(f"[{size}] adapter overhead ...", file=sys.stderr, flush=True)

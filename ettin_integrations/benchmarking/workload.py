@@ -43,13 +43,19 @@ def make_workload(num_queries: int = 20, k: int = 50, seed: int = 0) -> Workload
 
 
 #: Options every harness process takes, so the parent can forward them unchanged.
-WORKLOAD_OPTIONS = ("device", "max_length", "queries", "k", "repeats", "seed")
+WORKLOAD_OPTIONS = ("device", "max_length", "queries", "k", "repeats", "seed", "bulk")
 
 
 def add_workload_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     parser.add_argument("--max-length", type=int, default=None, help="longest pair in tokens (default: the model's)")
     parser.add_argument("--queries", type=int, default=6, help="queries per pass")
+    parser.add_argument(
+        "--bulk",
+        action="store_true",
+        help="all queries' pairs in one call per pass (rank_many; predict on every pair), the shape of the "
+        "seed's throughput table, instead of one call per query",
+    )
     parser.add_argument("--k", type=int, default=50, help="candidates per query")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes (or rounds) after a warm-up")
     parser.add_argument("--seed", type=int, default=0, help="workload seed: same seed, same pairs")
@@ -59,7 +65,9 @@ def workload_argv(args: argparse.Namespace) -> list[str]:
     """``args``' workload options as command-line arguments for a child process."""
     argv: list[str] = []
     for name in WORKLOAD_OPTIONS:
-        value = getattr(args, name)
-        if value is not None:
+        value = getattr(args, name, None)
+        if value is True:
+            argv.append(f"--{name.replace('_', '-')}")
+        elif value is not None and value is not False:
             argv += [f"--{name.replace('_', '-')}", str(value)]
     return argv
