@@ -270,7 +270,10 @@ def test_remote_retries_through_a_restart(tiny_checkpoint):
 
 def test_disconnected_clients_stop_costing_work_and_shutdown_finishes_in_flight(tiny_checkpoint):
     heavy = {"query": QUERY, "texts": ["the city by the river " * 40] * 600, "truncate": True}
-    with running_service(tiny_checkpoint, "--device", "cpu", "--batch-tokens", "64") as (url, process):
+    # A budget above the heavy requests (about 150k tokens with the small fallback tokenizer): this test
+    # is about disconnects and shutdown, not about refusing costly requests.
+    flags = ("--device", "cpu", "--batch-tokens", "64", "--max-request-tokens", "10000000")
+    with running_service(tiny_checkpoint, *flags) as (url, process):
 
         async def scenario() -> tuple[int, int]:
             async with httpx.AsyncClient(base_url=url, timeout=120) as client:

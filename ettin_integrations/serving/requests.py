@@ -47,7 +47,8 @@ def _loads(body: bytes, max_objects: int) -> Any:
             raise _TooManyObjects
         return dict(pairs)
 
-    return json.loads(body, object_pairs_hook=counted)
+    # Decoded here, strictly: json.loads(bytes) leaves the choice of decoder to whatever set it up.
+    return json.loads(body.decode("utf-8"), object_pairs_hook=counted)
 
 
 def _where(location: tuple[int | str, ...]) -> str:
