@@ -1,4 +1,4 @@
-"""What both adapters share: the engine options as pydantic fields, and how they become an engine.
+"""What the adapters share: the engine options as pydantic fields, and how they become an engine.
 
 LangChain and LlamaIndex model their components with pydantic, so the adapters inherit
 :class:`~ettin_integrations.config.EngineFields` (the one declaration of every option) instead of
@@ -8,7 +8,7 @@ cheap and pickles stay light; a local model path is still checked at constructio
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import PrivateAttr, ValidationError, model_validator
 
@@ -31,10 +31,12 @@ class EngineOptions(EngineFields):
     ``"auto"``, and rejects unknown arguments with the option that was probably meant.
     """
 
+    #: The name errors speak of (the class users built), when it is not this model's own.
+    owner_name: ClassVar[str | None] = None
     _engine: Any = PrivateAttr(default=None)
 
     def __init__(self, model: str | None = None, /, *, reranker: Reranker | None = None, **data: Any) -> None:
-        owner = type(self).__name__
+        owner = type(self).owner_name or type(self).__name__
         if model is not None:
             if "model" in data:
                 raise InputTypeError(f"{owner} got the model twice: positionally and as model=.")

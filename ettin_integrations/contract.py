@@ -29,6 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from . import tracing
 from .normalization import Normalization
 from .pipeline.validation import ScoringRequest, check_threshold, check_top_n, validate_many, validate_one
 from .results import RankResult, RequestCost, ScoreDetails, group_pairs, ranked
@@ -151,6 +152,25 @@ class BaseReranker(ABC):
         backend cannot tell (a service then admits the request on its document count alone)."""
         return None
 
+    # ----------------------------------------------------------------- one span per call (when OTel is installed)
+    def _traced(self, request: ScoringRequest, show_progress_bar: bool, top_n: int | None = None) -> list[ScoreDetails]:
+        if not tracing.enabled():
+            return self._score_request(request, show_progress_bar)
+        with tracing.span(f"{tracing.OPERATION} {self.model_name}", _span_attributes(self, request, top_n)) as span:
+            details = self._score_request(request, show_progress_bar)
+            tracing.attach_attributes(span, _result_attributes(details))
+            return details
+
+    async def _atraced(
+        self, request: ScoringRequest, show_progress_bar: bool, top_n: int | None = None
+    ) -> list[ScoreDetails]:
+        if not tracing.enabled():
+            return await self._ascore_request(request, show_progress_bar)
+        with tracing.span(f"{tracing.OPERATION} {self.model_name}", _span_attributes(self, request, top_n)) as span:
+            details = await self._ascore_request(request, show_progress_bar)
+            tracing.attach_attributes(span, _result_attributes(details))
+            return details
+
     # ----------------------------------------------------------------- the public API, written once
     def score(
         self,
@@ -199,7 +219,7 @@ class BaseReranker(ABC):
             details.truncated[0], details.windows[0]
         """
         request = validate_one(query, documents, max_document_tokens)
-        return self._score_request(request, show_progress_bar)[0]
+        return self._traced(request, show_progress_bar)[0]
 
     def rank(
         self,
@@ -232,10 +252,8 @@ class BaseReranker(ABC):
             [docs[h.index] for h in hits]
         """
         top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
-        details = self.score_details(
-            query, documents, max_document_tokens=max_document_tokens, show_progress_bar=show_progress_bar
-        )
-        return ranked(details, top_n, score_threshold)
+        request = validate_one(query, documents, max_document_tokens)
+        return ranked(self._traced(request, show_progress_bar, top_n)[0], top_n, score_threshold)
 
     def score_many(
         self,
@@ -261,7 +279,7 @@ class BaseReranker(ABC):
             [d.scores for d in reranker.score_many(["q1", "q2"], [["a", "b"], ["c"]])]
         """
         request = validate_many(queries, documents_per_query, max_document_tokens)
-        return self._score_request(request, _bar(show_progress_bar, request))
+        return self._traced(request, _bar(show_progress_bar, request))
 
     def rank_many(
         self,
@@ -283,9 +301,8 @@ class BaseReranker(ABC):
             reranker.rank_many(["q1", "q2"], [docs_for_q1, docs_for_q2], top_n=10)
         """
         top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
-        all_details = self.score_many(
-            queries, documents_per_query, max_document_tokens=max_document_tokens, show_progress_bar=show_progress_bar
-        )
+        request = validate_many(queries, documents_per_query, max_document_tokens)
+        all_details = self._traced(request, _bar(show_progress_bar, request), top_n)
         return [ranked(details, top_n, score_threshold) for details in all_details]
 
     def score_pairs(
@@ -336,7 +353,7 @@ class BaseReranker(ABC):
             details = await reranker.ascore_details("q", docs)
         """
         request = validate_one(query, documents, max_document_tokens)
-        return (await self._ascore_request(request, show_progress_bar))[0]
+        return (await self._atraced(request, show_progress_bar))[0]
 
     async def arank(
         self,
@@ -355,10 +372,8 @@ class BaseReranker(ABC):
             hits = await reranker.arank("q", docs, top_n=5)
         """
         top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
-        details = await self.ascore_details(
-            query, documents, max_document_tokens=max_document_tokens, show_progress_bar=show_progress_bar
-        )
-        return ranked(details, top_n, score_threshold)
+        request = validate_one(query, documents, max_document_tokens)
+        return ranked((await self._atraced(request, show_progress_bar, top_n))[0], top_n, score_threshold)
 
     async def ascore_many(
         self,
@@ -375,7 +390,7 @@ class BaseReranker(ABC):
             per_query = await reranker.ascore_many(["q1", "q2"], [docs1, docs2])
         """
         request = validate_many(queries, documents_per_query, max_document_tokens)
-        return await self._ascore_request(request, _bar(show_progress_bar, request))
+        return await self._atraced(request, _bar(show_progress_bar, request))
 
     async def arank_many(
         self,
@@ -394,9 +409,8 @@ class BaseReranker(ABC):
             per_query = await reranker.arank_many(["q1", "q2"], [docs1, docs2], top_n=5)
         """
         top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
-        all_details = await self.ascore_many(
-            queries, documents_per_query, max_document_tokens=max_document_tokens, show_progress_bar=show_progress_bar
-        )
+        request = validate_many(queries, documents_per_query, max_document_tokens)
+        all_details = await self._atraced(request, _bar(show_progress_bar, request), top_n)
         return [ranked(details, top_n, score_threshold) for details in all_details]
 
     async def ascore_pairs(
@@ -411,6 +425,24 @@ class BaseReranker(ABC):
         distinct, grouped, where = group_pairs(queries, documents)
         details = await self.ascore_many(distinct, grouped, show_progress_bar=show_progress_bar)
         return [details[q].scores[d] for q, d in where]
+
+
+def _span_attributes(reranker: BaseReranker, request: ScoringRequest, top_n: int | None) -> dict[str, Any]:
+    return {
+        "gen_ai.operation.name": tracing.OPERATION,
+        "gen_ai.request.model": reranker.model_name,
+        "ettin.reranker": type(reranker).__name__,
+        "ettin.rerank.queries": len(request.queries),
+        "ettin.rerank.candidates": request.num_documents,
+        "ettin.rerank.top_n": top_n,
+    }
+
+
+def _result_attributes(details: list[ScoreDetails]) -> dict[str, Any]:
+    return {
+        "ettin.rerank.pairs": sum(sum(d.windows) for d in details),
+        "ettin.rerank.truncated": sum(sum(d.truncated) for d in details),
+    }
 
 
 def _bar(show_progress_bar: bool | None, request: ScoringRequest) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from . import tracing
 from .concurrency import forking, shared, workers
 from .concurrency.microbatch import MicroBatcher
 from .config import DEFAULT_MODEL, EngineConfig, options_docstring
@@ -235,6 +236,7 @@ class EttinReranker(BaseReranker):
                 [q for b in batches for q in b.queries],
                 [d for b in batches for d in b.documents_per_query],
                 [c for b in batches for c in b.caps],
+                tuple(t for b in batches for t in b.traces),
             ),
             stop=abandoned,
         )
@@ -246,7 +248,10 @@ class EttinReranker(BaseReranker):
 
 
 def _batch(request: ScoringRequest) -> Batch:
-    return Batch(request.queries, request.documents_per_query, [request.max_document_tokens] * len(request.queries))
+    """The request as pipeline work, carrying the caller's trace context (when tracing) to the pass."""
+    traces = (tracing.current_context(),) if tracing.enabled() else ()
+    caps = [request.max_document_tokens] * len(request.queries)
+    return Batch(request.queries, request.documents_per_query, caps, traces)
 
 
 def _apply_num_threads(threads: int | None) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from tqdm.auto import tqdm
 
+from . import tracing
 from .contract import BaseReranker
 from .errors import (
     AuthenticationError,
@@ -220,26 +221,35 @@ class RemoteReranker(BaseReranker):
     def _send(self, method: str, path: str, body: dict[str, Any] | None, limit: int) -> Answer:
         """One HTTP exchange within ``timeout`` seconds in all and ``limit`` bytes of answer."""
         deadline = time.monotonic() + self.timeout
-        with self._client.stream(method, path, json=body) as response:
-            answer = Answer(response.status_code, response.headers, limit)
-            for chunk in response.iter_bytes():
-                answer.add(chunk, self.url)
-                if time.monotonic() > deadline:  # a trickle of bytes keeps every read short, not the whole
-                    raise httpx.ReadTimeout(f"no complete answer within timeout={self.timeout:g} s")
+        with tracing.span(f"{method} {path}", self._span_attributes(method, path), kind="client") as span:
+            with self._client.stream(method, path, json=body, headers=tracing.inject({})) as response:
+                answer = Answer(response.status_code, response.headers, limit)
+                for chunk in response.iter_bytes():
+                    answer.add(chunk, self.url)
+                    if time.monotonic() > deadline:  # a trickle of bytes keeps every read short, not the whole
+                        raise httpx.ReadTimeout(f"no complete answer within timeout={self.timeout:g} s")
+            tracing.attach_attributes(span, {"http.response.status_code": answer.status_code})
         return answer
 
     async def _asend(self, method: str, path: str, body: dict[str, Any] | None, limit: int) -> Answer:
         async def exchange() -> Answer:
-            async with self._async_client().stream(method, path, json=body) as response:
+            async with self._async_client().stream(method, path, json=body, headers=headers) as response:
                 answer = Answer(response.status_code, response.headers, limit)
                 async for chunk in response.aiter_bytes():
                     answer.add(chunk, self.url)
             return answer
 
-        try:
-            return await asyncio.wait_for(exchange(), timeout=self.timeout)
-        except asyncio.TimeoutError:
-            raise httpx.ReadTimeout(f"no complete answer within timeout={self.timeout:g} s") from None
+        with tracing.span(f"{method} {path}", self._span_attributes(method, path), kind="client") as span:
+            headers = tracing.inject({})
+            try:
+                answer = await asyncio.wait_for(exchange(), timeout=self.timeout)
+            except asyncio.TimeoutError:
+                raise httpx.ReadTimeout(f"no complete answer within timeout={self.timeout:g} s") from None
+            tracing.attach_attributes(span, {"http.response.status_code": answer.status_code})
+            return answer
+
+    def _span_attributes(self, method: str, path: str) -> dict[str, Any]:
+        return {"http.request.method": method, "url.full": self.url + path}
 
     def _async_client(self) -> httpx.AsyncClient:
         # One client per event loop: an httpx.AsyncClient must not cross loops.

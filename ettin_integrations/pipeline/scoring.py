@@ -22,9 +22,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tqdm.auto import tqdm
 
+from .. import tracing
 from ..config import EngineConfig, check_chunk_overlap
 from ..model.loading import LoadedModel
 from ..model.placement import default_batch_tokens
@@ -57,6 +59,9 @@ class Batch:
     queries: list[str]
     documents_per_query: list[list[str]]
     caps: list[int | None]
+    #: Trace contexts of the requests this batch serves (empty without OpenTelemetry): the pass span's
+    #: parent is the first, and it links the others.
+    traces: tuple[Any, ...] = ()
 
 
 @dataclass
@@ -128,6 +133,23 @@ class ScoringPipeline:
     ) -> list[ScoreDetails]:
         """One :class:`ScoreDetails` per query of ``batch``, in order; raises ``Cancelled`` at the next
         forward batch once ``stop()`` is true (every caller of the pass has gone)."""
+        if not batch.traces:
+            return self._run(batch, show_progress_bar, stop)
+        before = self.timings.snapshot()
+        with tracing.span("ettin.pass", parent=batch.traces[0], links=batch.traces[1:]) as span:
+            results = self._run(batch, show_progress_bar, stop, span)
+            after = self.timings.snapshot()
+            tracing.attach_attributes(span, {
+                "ettin.pass.requests": len(batch.traces),
+                "ettin.pass.queries": len(batch.queries),
+                "ettin.pass.tokenize_seconds": after["tokenize"] - before["tokenize"],
+                "ettin.pass.forward_seconds": after["forward"] - before["forward"],
+            })  # fmt: skip
+            return results
+
+    def _run(
+        self, batch: Batch, show_progress_bar: bool, stop: Callable[[], bool] | None, span: Any = None
+    ) -> list[ScoreDetails]:
         flat = [doc for docs in batch.documents_per_query for doc in docs]
         if not flat:
             return [ScoreDetails([], [], [], []) for _ in batch.queries]
@@ -135,6 +157,7 @@ class ScoringPipeline:
         with self.timings.stage("tokenize"):
             query_ids = self.pairs.encode_documents(batch.queries, self.pairs.text_budget)
         scored = _Scored([[] for _ in flat], [False] * len(flat))
+        tokens = pairs = 0
         # Nothing past the window can reach the model in truncate mode: tokenize only that much.
         limit = self.pairs.text_budget if self.truncate else None
 
@@ -155,7 +178,16 @@ class ScoringPipeline:
             for units in waves:
                 scored.add(units, self.forward([u.pair for u in units], stop))  # plan batches + forward
                 bar.update(len({u.doc for u in units}))
+                if span is not None:
+                    tokens += sum(len(u.pair.input_ids) for u in units)
+                    pairs += len(units)
         raw = [aggregate(w, self.aggregate) for w in scored.windows]
+        tracing.attach_attributes(span, {
+            "gen_ai.usage.input_tokens": tokens,
+            "ettin.pass.pairs": pairs,
+            "ettin.pass.documents": len(flat),
+            "ettin.pass.truncated": sum(scored.truncated),
+        })  # fmt: skip
         self._report(scored)
         return self._per_query(batch, raw, scored)
 

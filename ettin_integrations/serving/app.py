@@ -26,7 +26,7 @@ from ..pipeline.validation import check_documents, check_query
 from ..results import ScoreDetails, ranked
 from ..wire import CohereDocument, CohereRerankRequest, CohereRerankResponse, CohereResult, TeiRank, TeiRerankRequest
 from .metrics import ServiceMetrics
-from .middleware import BodyLimit, RequestMetrics, error_body
+from .middleware import BodyLimit, RequestMetrics, error_body, fastapi_traces_requests
 from .requests import ApiError, parse_body
 from .settings import DEFAULT_REQUEST_TOKENS, ServeSettings
 
@@ -71,7 +71,7 @@ class RerankService:
         app = FastAPI(title="Ettin rerank service", version=__version__, openapi_url=None if keyed else "/openapi.json",
                       docs_url=None if keyed else "/docs", redoc_url=None if keyed else "/redoc")  # fmt: skip
         app.add_middleware(BodyLimit, limit=self.settings.max_body_bytes, timeout=self.settings.body_timeout_seconds)
-        app.add_middleware(RequestMetrics, metrics=self.metrics)
+        app.add_middleware(RequestMetrics, metrics=self.metrics, trace=not fastapi_traces_requests())
         app.add_exception_handler(ApiError, self._api_error)  # type: ignore[arg-type]
         app.add_exception_handler(RequestValidationError, self._invalid)  # type: ignore[arg-type]
         guarded = [Depends(self._authorize)]

@@ -6,12 +6,15 @@ Errors are JSON readable by both APIs' clients (:func:`error_body`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from .. import tracing
 from .metrics import ServiceMetrics
 
 __all__ = ["BodyLimit", "RequestMetrics", "error_body"]
@@ -80,6 +83,17 @@ async def _refuse(send: Callable, status: int, message: str, error_type: str) ->
     await response({"type": "http"}, _no_receive, send)
 
 
+def _text_headers(scope: dict) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
+
+
+def fastapi_traces_requests() -> bool:
+    """True for FastAPI releases with native OpenTelemetry telemetry (they open the server span)."""
+    from fastapi import FastAPI
+
+    return "telemetry" in inspect.signature(FastAPI.__init__).parameters
+
+
 class _TooLarge(Exception):
     pass
 
@@ -93,12 +107,17 @@ async def _no_receive() -> dict:
 
 
 class RequestMetrics:
-    """ASGI middleware: count requests by route and status, and time them (no wrapping of ``receive``)."""
+    """ASGI middleware: count requests by route and status, and time them (no wrapping of ``receive``).
+
+    With OpenTelemetry installed, each request is also a server span that continues the caller's
+    trace (``traceparent``); the reranker's own span, and its model pass, are its children. FastAPI
+    releases with native telemetry open that span themselves (``trace=False`` here then).
+    """
 
     ROUTES = ("/rerank", "/v1/rerank", "/v2/rerank")
 
-    def __init__(self, app: Any, metrics: ServiceMetrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: Any, metrics: ServiceMetrics, trace: bool = True) -> None:
+        self.app, self.metrics, self.trace = app, metrics, trace
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
         if scope["type"] != "http" or scope.get("path") not in self.ROUTES:
@@ -111,8 +130,17 @@ class RequestMetrics:
                 status["code"] = message["status"]
             await send(message)
 
+        method = scope.get("method", "POST")
+        attributes = {"http.request.method": method, "http.route": scope["path"], "url.path": scope["path"]}
+        traced = self.trace and tracing.enabled()
+        parent = tracing.extract(_text_headers(scope)) if traced else None
         try:
-            await self.app(scope, receive, capture)
+            with (tracing.span(f"{method} {scope['path']}", attributes, kind="server", parent=parent) if traced
+                  else contextlib.nullcontext()) as span:  # fmt: skip
+                try:
+                    await self.app(scope, receive, capture)
+                finally:
+                    tracing.attach_attributes(span, {"http.response.status_code": status["code"]})
         finally:
             self.metrics.requests.labels(scope["path"], str(status["code"])).inc()
             self.metrics.latency.labels(scope["path"]).observe(time.perf_counter() - started)

@@ -1,0 +1,150 @@
+"""OpenTelemetry: one trace from a client call through the service to the engine's pass; nothing without OTel."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+
+from conftest import DOCUMENTS, QUERY
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from ettin_integrations import EttinReranker, RemoteReranker
+
+EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module")
+def spans():
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):  # the global provider can be set once per process
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    yield EXPORTER
+
+
+@pytest.fixture()
+def service(tiny_checkpoint):
+    """The real service in this process (so its spans reach the same exporter), on 127.0.0.1."""
+    import uvicorn
+
+    from ettin_integrations.serving import create_app
+
+    engine = EttinReranker(tiny_checkpoint, device="cpu")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}", engine
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_one_trace_from_client_through_service_to_engine_pass(spans, service):
+    url, engine = service
+    spans.clear()
+    client = RemoteReranker(url)
+    assert client.info  # the /info call is its own trace; only the rerank call is checked
+    spans.clear()
+    tracer = trace.get_tracer("app")
+    with tracer.start_as_current_span("rag request") as root:
+        results = client.rank(QUERY, DOCUMENTS, top_n=3)
+    assert len(results) == 3
+    finished = spans.get_finished_spans()
+    trace_id = root.get_span_context().trace_id
+    assert {s.context.trace_id for s in finished} == {trace_id}, [s.name for s in finished]
+    by_name = {s.name: s for s in finished}
+    parent_of = {s.context.span_id: s.parent.span_id if s.parent else None for s in finished}
+
+    reranks = {s.attributes.get("ettin.reranker"): s for s in finished if s.name.startswith("rerank ")}
+    client_rerank, engine_rerank = reranks["RemoteReranker"], reranks["EttinReranker"]
+    assert client_rerank.name == engine_rerank.name == f"rerank {engine.model_name}"
+    http_client = next(s for s in finished if s.kind == trace.SpanKind.CLIENT)
+    (http_server,) = [s for s in finished if s.kind == trace.SpanKind.SERVER]  # FastAPI's own, or ours
+    engine_pass = by_name["ettin.pass"]
+
+    # root -> client rerank -> HTTP client -> HTTP server -> engine rerank -> pass, each below the one
+    # before (the web framework may put spans of its own in between).
+    def ancestors(span_id):
+        seen = []
+        while parent_of.get(span_id) is not None:
+            span_id = parent_of[span_id]
+            seen.append(span_id)
+        return seen
+
+    chain = [root.get_span_context().span_id]
+    for span in (client_rerank, http_client, http_server, engine_rerank, engine_pass):
+        assert chain[-1] in ancestors(span.context.span_id), span.name
+        chain.append(span.context.span_id)
+    assert parent_of[client_rerank.context.span_id] == chain[0]
+    assert parent_of[engine_pass.context.span_id] == engine_rerank.context.span_id
+
+    assert client_rerank.attributes["gen_ai.operation.name"] == "rerank"
+    assert client_rerank.attributes["ettin.rerank.top_n"] == 3
+    assert client_rerank.attributes["ettin.rerank.candidates"] == len(DOCUMENTS)
+    assert http_server.attributes["http.response.status_code"] == 200
+    assert engine_rerank.attributes["gen_ai.request.model"] == engine.model_name
+    assert engine_rerank.attributes["ettin.rerank.pairs"] == len(DOCUMENTS)
+    details = engine.score_details(QUERY, DOCUMENTS)
+    assert engine_rerank.attributes["ettin.rerank.truncated"] == sum(details.truncated)
+    assert engine_pass.attributes["ettin.pass.requests"] == 1
+    assert engine_pass.attributes["gen_ai.usage.input_tokens"] == engine.cost(QUERY, DOCUMENTS).tokens
+    assert engine_pass.attributes["ettin.pass.forward_seconds"] > 0
+
+
+def test_a_merged_pass_links_every_request_it_serves(spans, tiny_checkpoint):
+    import asyncio
+
+    engine = EttinReranker(tiny_checkpoint, device="cpu", batch_wait_ms=50)
+    tracer = trace.get_tracer("app")
+
+    async def both():
+        async def one(name):
+            with tracer.start_as_current_span(name):
+                return await engine.arank(QUERY, DOCUMENTS[:4])
+
+        return await asyncio.gather(one("a"), one("b"))
+
+    spans.clear()
+    asyncio.run(both())
+    passes = [s for s in spans.get_finished_spans() if s.name == "ettin.pass"]
+    served = sum(p.attributes["ettin.pass.requests"] for p in passes)
+    assert served == 2
+    merged = [p for p in passes if p.attributes["ettin.pass.requests"] == 2]
+    if merged:  # the two calls met in one pass: the second request is a link
+        assert len(merged[0].links) == 1
+
+
+def test_nothing_imports_opentelemetry_when_it_is_not_installed(tiny_checkpoint):
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'opentelemetry' or name.startswith('opentelemetry.'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from ettin_integrations import EttinReranker\n"
+        f"engine = EttinReranker({tiny_checkpoint!r}, device='cpu')\n"
+        "assert len(engine.rank('q', ['a', 'b'])) == 2\n"
+        "import asyncio; asyncio.run(engine.arank('q', ['a']))\n"
+        "assert not [m for m in sys.modules if m.startswith('opentelemetry')]\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
