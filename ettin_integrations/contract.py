@@ -31,7 +31,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from . import tracing
 from .normalization import Normalization
-from .pipeline.validation import ScoringRequest, check_threshold, check_top_n, validate_many, validate_one
+from .pipeline.validation import (
+    ScoringRequest,
+    check_threshold,
+    check_top_n,
+    keywords_checked,
+    validate_many,
+    validate_one,
+)
 from .results import RankResult, RequestCost, ScoreDetails, group_pairs, ranked
 
 __all__ = ["BaseReranker", "PassListener", "Reranker"]
@@ -57,6 +64,7 @@ class Reranker(Protocol):
     def add_pass_listener(self, listener: PassListener) -> None: ...
     def cost(self, query: str, documents: Sequence[str], *,
              max_document_tokens: int | None = None) -> RequestCost | None: ...
+    def chunk_token_cap(self, query: str, max_chunks: int) -> int | None: ...
 
     def score(self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None,
               show_progress_bar: bool = False) -> list[float]: ...
@@ -152,6 +160,11 @@ class BaseReranker(ABC):
         backend cannot tell (a service then admits the request on its document count alone)."""
         return None
 
+    def chunk_token_cap(self, query: str, max_chunks: int) -> int | None:
+        """The ``max_document_tokens`` that scores a long document in at most ``max_chunks`` windows for this
+        query; None when documents are never split (truncation: one window each) or the backend cannot tell."""
+        return None
+
     # ----------------------------------------------------------------- one span per call (when OTel is installed)
     def _traced(self, request: ScoringRequest, show_progress_bar: bool, top_n: int | None = None) -> list[ScoreDetails]:
         if not tracing.enabled():
@@ -172,6 +185,7 @@ class BaseReranker(ABC):
             return details
 
     # ----------------------------------------------------------------- the public API, written once
+    @keywords_checked
     def score(
         self,
         query: str,
@@ -200,6 +214,7 @@ class BaseReranker(ABC):
             query, documents, max_document_tokens=max_document_tokens, show_progress_bar=show_progress_bar
         ).scores
 
+    @keywords_checked
     def score_details(
         self,
         query: str,
@@ -221,6 +236,7 @@ class BaseReranker(ABC):
         request = validate_one(query, documents, max_document_tokens)
         return self._traced(request, show_progress_bar)[0]
 
+    @keywords_checked
     def rank(
         self,
         query: str,
@@ -255,6 +271,7 @@ class BaseReranker(ABC):
         request = validate_one(query, documents, max_document_tokens)
         return ranked(self._traced(request, show_progress_bar, top_n)[0], top_n, score_threshold)
 
+    @keywords_checked
     def score_many(
         self,
         queries: Sequence[str],
@@ -281,6 +298,7 @@ class BaseReranker(ABC):
         request = validate_many(queries, documents_per_query, max_document_tokens)
         return self._traced(request, _bar(show_progress_bar, request))
 
+    @keywords_checked
     def rank_many(
         self,
         queries: Sequence[str],
@@ -305,6 +323,7 @@ class BaseReranker(ABC):
         all_details = self._traced(request, _bar(show_progress_bar, request), top_n)
         return [ranked(details, top_n, score_threshold) for details in all_details]
 
+    @keywords_checked
     def score_pairs(
         self, queries: Sequence[str], documents: Sequence[str], *, show_progress_bar: bool | None = None
     ) -> list[float]:
@@ -319,6 +338,7 @@ class BaseReranker(ABC):
         return [details[q].scores[d] for q, d in where]
 
     # ----------------------------------------------------------------- the same, for asyncio
+    @keywords_checked
     async def ascore(
         self,
         query: str,
@@ -338,6 +358,7 @@ class BaseReranker(ABC):
         )
         return details.scores
 
+    @keywords_checked
     async def ascore_details(
         self,
         query: str,
@@ -355,6 +376,7 @@ class BaseReranker(ABC):
         request = validate_one(query, documents, max_document_tokens)
         return (await self._atraced(request, show_progress_bar))[0]
 
+    @keywords_checked
     async def arank(
         self,
         query: str,
@@ -375,6 +397,7 @@ class BaseReranker(ABC):
         request = validate_one(query, documents, max_document_tokens)
         return ranked((await self._atraced(request, show_progress_bar, top_n))[0], top_n, score_threshold)
 
+    @keywords_checked
     async def ascore_many(
         self,
         queries: Sequence[str],
@@ -392,6 +415,7 @@ class BaseReranker(ABC):
         request = validate_many(queries, documents_per_query, max_document_tokens)
         return await self._atraced(request, _bar(show_progress_bar, request))
 
+    @keywords_checked
     async def arank_many(
         self,
         queries: Sequence[str],
@@ -413,6 +437,7 @@ class BaseReranker(ABC):
         all_details = await self._atraced(request, _bar(show_progress_bar, request), top_n)
         return [ranked(details, top_n, score_threshold) for details in all_details]
 
+    @keywords_checked
     async def ascore_pairs(
         self, queries: Sequence[str], documents: Sequence[str], *, show_progress_bar: bool | None = None
     ) -> list[float]:

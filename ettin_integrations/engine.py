@@ -19,13 +19,13 @@ from .concurrency import forking, shared, workers
 from .concurrency.microbatch import MicroBatcher
 from .config import DEFAULT_MODEL, EngineConfig, options_docstring
 from .contract import BaseReranker, PassListener
-from .errors import InputTypeError
+from .errors import InputTypeError, InvalidInputError
 from .model.loading import LoadedModel, shared_model
 from .normalization import Normalization
 from .pipeline.scoring import Batch, ScoringPipeline
 from .pipeline.timings import StageTimes
 from .pipeline.token_cache import TokenCache
-from .pipeline.validation import ScoringRequest, validate_one
+from .pipeline.validation import ScoringRequest, check_query, validate_one
 from .results import RequestCost, ScoreDetails
 
 __all__ = ["DEFAULT_MODEL", "EttinReranker"]
@@ -178,6 +178,11 @@ class EttinReranker(BaseReranker):
 
     def add_pass_listener(self, listener: PassListener) -> None:
         self._batcher.add_listener(listener)
+
+    def chunk_token_cap(self, query: str, max_chunks: int) -> int | None:
+        if isinstance(max_chunks, bool) or not isinstance(max_chunks, int) or max_chunks < 1:
+            raise InvalidInputError(f"max_chunks must be a whole number >= 1, got {max_chunks!r}.")
+        return self._pipeline.document_cap_for_windows(check_query(query), max_chunks)
 
     def cost(
         self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None

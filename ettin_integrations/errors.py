@@ -43,6 +43,13 @@ class InputTypeError(EttinError, TypeError):
     """An argument or option has the wrong type (or the option does not exist); the message names it."""
 
 
+#: What to do without Hub access, said the same way by every error that needs it (the CLI says --model DIR).
+OFFLINE_HINT = (
+    "Pass a local directory (model='DIR'); without Hub access, `python -m ettin_integrations.testing DIR --size 17m` "
+    "writes an Ettin-shaped test checkpoint (random weights) to pass"
+)
+
+
 class ModelLoadError(EttinError, OSError):
     """A model could not be loaded. ``hub_unreachable`` is True when the Hub was the obstacle.
 
@@ -53,11 +60,7 @@ class ModelLoadError(EttinError, OSError):
         self.model, self.reason, self.hub_unreachable = model, reason, hub_unreachable
         message = f"Could not load {model!r}: {reason.rstrip('.')}."
         if hub_unreachable:
-            message += (
-                " This machine could not reach the Hugging Face Hub: pass a local directory "
-                "(model='/path/to/ettin-reranker'), or pre-fill the cache and set local_files_only=True "
-                "(or HF_HUB_OFFLINE=1) so no network is tried."
-            )
+            message += f" {OFFLINE_HINT}."
         super().__init__(message)
 
 

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from tqdm.auto import tqdm
 
 from . import tracing
 from .contract import BaseReranker
@@ -33,6 +32,7 @@ from .errors import (
     ServiceUnreachableError,
 )
 from .normalization import Normalization
+from .pipeline.timings import progress_bar
 from .pipeline.validation import ScoringRequest
 from .results import ScoreDetails
 from .retry import RetryPolicy
@@ -150,7 +150,7 @@ class RemoteReranker(BaseReranker):
             return [self._score_one(*jobs[0], cap)]
         with (
             ThreadPoolExecutor(max_workers=max(1, min(self.max_concurrency, len(jobs)))) as pool,
-            tqdm(total=len(jobs), disable=not show_progress_bar, desc="Reranking", unit="query") as bar,
+            progress_bar(len(jobs), show_progress_bar, "query") as bar,
         ):
             futures = [pool.submit(self._score_one, query, docs, cap) for query, docs in jobs]
             results = []

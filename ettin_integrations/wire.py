@@ -1,7 +1,8 @@
 """The rerank API's bodies, declared once: the service answers with them, ``RemoteReranker`` sends and checks them.
 
-Shapes are those existing clients speak, Cohere's rerank API and Hugging Face TEI's; field names and
-defaults follow the reference APIs, so their official clients work unchanged. A client reads an
+Shapes are those existing clients speak: Cohere's rerank API (v1 and v2), Jina's (the same
+``/v1/rerank`` path: answers carry both APIs' fields), Hugging Face TEI's ``/rerank`` and vLLM's
+``/score``; field names and defaults follow the reference APIs, so their clients work unchanged. A client reads an
 answer with :func:`read_tei_details`, which holds the service to what these bodies promise.
 """
 
@@ -19,7 +20,9 @@ class CohereDocument(BaseModel):
 
 
 class CohereRerankRequest(BaseModel):
-    """``POST /v1/rerank`` and ``/v2/rerank`` (Cohere). ``model`` is accepted and reported, not used to route."""
+    """``POST /v1/rerank`` and ``/v2/rerank`` (Cohere; Jina's ``/v1/rerank`` is the same body). ``model`` is
+    accepted and reported, not used to route. ``max_chunks_per_doc`` (Cohere v1) caps the windows a long
+    document is scored in, when the service chunks long documents."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -29,6 +32,7 @@ class CohereRerankRequest(BaseModel):
     top_n: int | None = Field(default=None, ge=1)
     return_documents: bool = False
     max_tokens_per_doc: int | None = Field(default=None, ge=1)
+    max_chunks_per_doc: int | None = Field(default=None, ge=1)
     rank_fields: list[str] | None = None
 
     def texts(self) -> list[str]:
@@ -42,9 +46,41 @@ class CohereResult(BaseModel):
 
 
 class CohereRerankResponse(BaseModel):
+    """Cohere's answer (``id``, ``results``, ``meta`` with billed search units and input tokens) with
+    Jina's fields beside it (``model``, ``usage.total_tokens``): each API's clients read their own."""
+
     id: str
     results: list[CohereResult]
     meta: dict[str, Any]
+    model: str
+    usage: dict[str, int]
+
+
+class ScoreRequest(BaseModel):
+    """``POST /score`` and ``/v1/score`` (vLLM): ``text_1`` one query (or one per ``text_2`` item), ``text_2``
+    the documents; scores come back in input order."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    text_1: str | list[str]
+    text_2: str | list[str]
+    truncate_prompt_tokens: int | None = Field(default=None, ge=1)
+
+
+class ScoreData(BaseModel):
+    index: int
+    object: str = "score"
+    score: float
+
+
+class ScoreResponse(BaseModel):
+    id: str
+    object: str = "list"
+    created: int
+    model: str
+    data: list[ScoreData]
+    usage: dict[str, int]
 
 
 class TeiRerankRequest(BaseModel):

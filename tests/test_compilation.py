@@ -188,7 +188,7 @@ def test_real_torch_compile_matches_eager(tiny_checkpoint):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the device machine)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graphs_match_eager_bf16_from_any_thread(tiny_checkpoint):
     try:
         engine = EttinReranker(tiny_checkpoint, device="cuda", compile="reduce-overhead")

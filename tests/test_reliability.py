@@ -518,7 +518,7 @@ FORK_CUDA = """
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the device machine)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_forked_child_of_a_cuda_process_fails_at_once_with_what_to_do(tiny_checkpoint):
     done = _python(FORK_CUDA.format(path=tiny_checkpoint), timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -56,7 +56,11 @@ async def test_cohere_routes_answer_in_cohere_shape(engine):
             )
             assert response.status_code == 200, response.text
             body = response.json()
-            assert set(body) == {"id", "results", "meta"} and body["meta"]["api_version"]["version"] == version
+            assert set(body) == {"id", "results", "meta", "model", "usage"}
+            assert body["meta"]["api_version"]["version"] == version and body["model"] == "ettin"
+            tokens = engine.cost(QUERY, DOCUMENTS).tokens
+            assert body["meta"]["tokens"] == {"input_tokens": tokens, "output_tokens": 0}
+            assert body["usage"] == {"total_tokens": tokens} and body["meta"]["billed_units"]["search_units"] == 1
             expected = _expected(engine, DOCUMENTS)[:3]
             assert [(r["index"], pytest.approx(r["relevance_score"], abs=1e-5)) for r in body["results"]] == expected
             assert all(0 <= r["relevance_score"] <= 1 for r in body["results"])
@@ -175,6 +179,8 @@ def test_official_cohere_sdk_against_the_service(server, engine):
     response = client.rerank(model="ettin-reranker-17m-v1", query=QUERY, documents=DOCUMENTS, top_n=4)
     expected = _expected(engine, DOCUMENTS)[:4]
     assert [(r.index, pytest.approx(r.relevance_score, abs=1e-5)) for r in response.results] == expected
+    assert response.meta.tokens.input_tokens == engine.cost(QUERY, DOCUMENTS).tokens
+    assert response.meta.billed_units.search_units == 1
 
 
 def test_langchain_cohere_rerank_against_the_service(server, engine):

@@ -13,7 +13,7 @@ from ettin_integrations.kernels.varlen import ATTENTION_NAME, kernel_available, 
 from ettin_integrations.model.placement import attention_candidates
 from ettin_integrations.pipeline.batching import plan_batches
 
-cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the device machine)")
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def _padded_attention(q, k, v, lengths, window):

@@ -273,17 +273,21 @@ def _variant(name: str) -> str:
     return name
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written, and every option's default in --help."""
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The harness options (also the ``ettin-rerank bench`` sub-command's)."""
     if parser is None:
-        parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     parser.add_argument(
         "--sizes",
         nargs="+",
-        default=["17m", "32m"],
+        default=["17m"],
         choices=[*ETTIN_SIZES, "tiny"],
         metavar="SIZE",
-        help="Ettin shapes to build and measure: 17m 32m 68m 150m 400m 1b tiny (default: 17m 32m)",
+        help="Ettin shapes to build and measure: 17m 32m 68m 150m 400m 1b tiny",
     )
     parser.add_argument(
         "--variants",
@@ -326,31 +330,38 @@ def run(args: argparse.Namespace) -> int:
     variants = [REFERENCE] + [v for v in args.variants if v != REFERENCE]
 
     report: dict[str, Any] = {"environment": _environment(args), "sizes": {}, "raw": {}}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     for size in args.sizes:
         checkpoint = checkpoint_for(size, Path(args.cache))
-        raw = []
+        raw: list[dict[str, Any]] = []
+        report["raw"][size] = raw
         for variant in variants:
             print(f"[{size}] {variant} ...", file=sys.stderr, flush=True)
             raw.append(_run_variant(variant, checkpoint, args))
+            _write(out, report, size)  # results so far, after every variant: a stopped run keeps them
         for workers in args.workers if args.contention else []:
             for variant in args.contention:
                 print(f"[{size}] {variant} x{workers} workers on the same cores ...", file=sys.stderr, flush=True)
                 raw.append(_run_variant(variant, checkpoint, args, workers=workers))
-        reference = raw[0] if "scores" in raw[0] else None
-        report["sizes"][size] = [summarize(r, reference) for r in raw]
-        add_mfu(report["sizes"][size])
-        report["raw"][size] = raw
+                _write(out, report, size)
         if not args.no_overhead:
             print(f"[{size}] adapter overhead ...", file=sys.stderr, flush=True)
             report.setdefault("overhead", {})[size] = _run_overhead(checkpoint, args)
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(report, indent=1))
+            _write(out, report, size)
     markdown = to_markdown(report)
-    (out / "results.md").write_text(markdown + "\n")
     print(markdown)
     return 0
+
+
+def _write(out: Path, report: dict[str, Any], size: str) -> None:
+    """Summaries of ``size``'s variants measured so far, then results.json and results.md."""
+    raw = report["raw"][size]
+    reference = raw[0] if raw and "scores" in raw[0] else None
+    report["sizes"][size] = [summarize(r, reference) for r in raw]
+    add_mfu(report["sizes"][size])
+    (out / "results.json").write_text(json.dumps(report, indent=1))
+    (out / "results.md").write_text(to_markdown(report) + "\n")
 
 
 if __name__ == "__main__":

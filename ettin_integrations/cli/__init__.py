@@ -3,10 +3,11 @@
     ettin-rerank rank "Who wrote Hamlet?" "Hamlet is by Shakespeare." "Paris is in France."
     ettin-rerank rank "query" --docs-file docs.jsonl --top-n 5 --json
     ettin-rerank eval path/to/beir/scifact --k 100 --save-run reranked.trec
+    ettin-rerank calibrate path/to/beir/scifact --k 50
     ettin-rerank serve --model cross-encoder/ettin-reranker-17m-v1 --port 8080
     ettin-rerank bench --sizes 17m 32m
 
-One module per command (``rank``, ``evaluate``, ``serve``, ``bench``, ``distill``), each with
+One module per command (``rank``, ``evaluate``, ``calibrate``, ``serve``, ``bench``, ``distill``), each with
 ``add_parser`` and ``run``; ``common`` holds what they share. Heavy imports (torch, transformers)
 happen only once a command runs, so ``--help`` is instant. Every problem a user can fix exits with
 status 2 and one line saying what to do.
@@ -15,25 +16,52 @@ status 2 and one line saying what to do.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from .. import __version__
-from . import bench, distill, evaluate, rank, serve
+from . import bench, calibrate, distill, evaluate, rank, serve
 from .common import EXIT_USAGE, CliError, common_args, configure_logging, make_reranker
 from .rank import parse_documents, read_documents
 
 __all__ = ["CliError", "build_parser", "main", "make_reranker", "parse_args", "parse_documents", "read_documents"]
 
 #: Command name -> its module, in the order ``--help`` lists them.
-COMMANDS = {module.NAME: module for module in (rank, evaluate, serve, bench, distill)}
+COMMANDS = {module.NAME: module for module in (rank, evaluate, calibrate, serve, bench, distill)}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in two lines: what was wrong (with the flag that was probably meant), and where help is."""
+
+    def error(self, message: str) -> NoReturn:
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            flags = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+            hints = []
+            for arg in unknown.group(1).split():
+                name = arg.split("=", 1)[0]
+                close = _KNOWN_FLAG_MISTAKES.get(name) or next(iter(difflib.get_close_matches(name, flags, n=1)), None)
+                hints.append(f"{arg} (did you mean {close}?)" if close and name.startswith("-") else arg)
+            message = "unrecognized arguments: " + " ".join(hints)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nSee: {self.prog} --help\n")
+
+
+#: Flags users bring from other rerank tools, and ours.
+_KNOWN_FLAG_MISTAKES = {
+    "--top-k": "--top-n",
+    "--topk": "--top-n",
+    "--model-name": "--model",
+    "--batch-size": "--batch-tokens",
+}
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and one parser per command."""
-    parser = argparse.ArgumentParser(prog="ettin-rerank", description="Rerank documents with Ettin cross-encoders.")
+    parser = _Parser(prog="ettin-rerank", description="Rerank documents with Ettin cross-encoders.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common_args(parser)
     commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")

@@ -11,12 +11,15 @@ NAME = "bench"
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
+    from ..benchmarking.run import _HelpFormatter
     from ..benchmarking.run import build_parser as bench_parser
 
     bench = commands.add_parser(
         NAME,
         help="run the benchmark harness",
-        description="Benchmark harness: every variant on one NQ-like workload, each in its own process.",
+        description="Benchmark harness: every variant on one NQ-like workload, each in its own process. "
+        "Results are written after every variant (--out).",
+        formatter_class=_HelpFormatter,
     )
     bench_parser(bench)
     common_args(bench)

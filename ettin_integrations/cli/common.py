@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from ..config import EngineFields, cli_options, hub_offline
 from ..contract import Reranker
-from ..errors import ModelLoadError
+from ..errors import OFFLINE_HINT, ModelLoadError
 
 EXIT_USAGE = 2
 
@@ -98,11 +98,8 @@ def make_reranker(args: argparse.Namespace) -> Reranker:
     except ModelLoadError as exc:
         message = f"Could not load {exc.model!r}: {exc.reason.rstrip('.')}."
         if exc.hub_unreachable:
-            message += (
-                " This machine could not reach the Hugging Face Hub: pass --model /path/to/a/local/checkpoint, "
-                "or pre-fill the cache and add --offline (or set HF_HUB_OFFLINE=1) so no network is tried."
-            )
-        raise CliError(message) from None
+            message += f" {OFFLINE_HINT}."
+        raise CliError(as_flags(message.replace("model='DIR'", "--model DIR"))) from None
     except Exception as exc:  # any load failure is the user's input to fix: one line, exit 2
         raise CliError(as_flags(" ".join(str(exc).split()) or repr(exc))) from None
 

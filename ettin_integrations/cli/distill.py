@@ -75,6 +75,7 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     if args.json:
         options.progress = False
     local_files_only = offline(args.offline)
+    _check_models(args, local_files_only)  # before any work: a bad student must not cost a teacher pass
     try:
         # The trainer prints its logs to stdout; stdout belongs to the report (JSON must parse).
         with contextlib.redirect_stdout(sys.stderr):
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
                 overwrite=args.overwrite,
             )
     except (DatasetError, ValueError, OSError, TrainingDiverged) as exc:
-        raise CliError(as_flags(" ".join(str(exc).split()))) from None
+        raise CliError(_in_distill_flags(as_flags(" ".join(str(exc).split())))) from None
     if args.json:
         summary = report.to_dict()
         summary.pop("log_history")
@@ -117,3 +118,30 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         out.write(f"{'teacher ' + name:<22} {value:>8.4f}\n")
     out.write(f"model saved to {report.model_dir} (report: {Path(args.out) / 'report.json'})\n")
     return 0
+
+
+def _check_models(args: argparse.Namespace, local_files_only: bool) -> None:
+    """Every model argument loadable (a directory that is a checkpoint, a cached or reachable Hub id, an
+    existing scores file), each error naming its flag."""
+    from ..catalog import resolve_model
+    from ..errors import ModelLoadError
+    from ..model.hub import prepare_hub_model
+    from ..model.loading import check_local_model
+
+    for flag, name in (("--teacher", args.teacher), ("--student", args.student)):
+        if flag == "--teacher" and name.endswith(".jsonl"):
+            if not Path(name).is_file():
+                raise CliError(f"--teacher {name}: no such scores file.")
+            continue
+        model = resolve_model(name)
+        try:
+            check_local_model(model)
+            prepare_hub_model(model, None, local_files_only)
+        except ModelLoadError as exc:
+            reason = " ".join(str(exc).split()).replace("model='DIR'", f"{flag} DIR")
+            raise CliError(_in_distill_flags(f"{flag} {name}: {reason}")) from None
+
+
+def _in_distill_flags(message: str) -> str:
+    """Distill spells its options its own way: --teacher / --student for models, --offline for the cache."""
+    return message.replace("--local-files-only", "--offline").replace("--model ", "--student ")

@@ -19,6 +19,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     rank.add_argument("documents", nargs="*", help="documents (or use --docs-file / stdin)")
     rank.add_argument("--docs-file", help="JSONL (objects with 'text', optional 'id'; or strings) or TXT, '-' = stdin")
     rank.add_argument("--top-n", type=int, default=None, help="show only the best N")
+    rank.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        help="drop documents scoring below this (0..1 with --normalize sigmoid; see `calibrate`)",
+    )
     rank.add_argument("--json", action="store_true", help="machine-readable output")
     common_args(rank)
     engine_args(rank)
@@ -112,7 +118,7 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         raise CliError("No documents: pass them as arguments, with --docs-file, or on stdin.")
     reranker = make_reranker(args)
     try:
-        results = reranker.rank(args.query, documents, top_n=args.top_n)
+        results = reranker.rank(args.query, documents, top_n=args.top_n, score_threshold=args.score_threshold)
     except (TypeError, ValueError) as exc:
         raise CliError(str(exc)) from None
     if args.json:

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     require({"fastapi": "fastapi", "uvicorn": "uvicorn", "prometheus_client": "prometheus-client"}, "serve")
     import uvicorn
 
-    from ..serving import create_app
+    from ..serving.app import RerankService
+    from ..serving.server import RerankServer
 
     values = {name: getattr(args, name) for name, *_ in cli_options(ServeSettings)}
     values["api_key"] = values["api_key"] or os.environ.get("ETTIN_API_KEY") or None
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         args.max_length = CPU_SERVICE_MAX_LENGTH
         print(f"max_length {CPU_SERVICE_MAX_LENGTH} (CPU service default; --max-length N to change)", file=sys.stderr)
     reranker = make_reranker(args)  # loaded before the port opens: /health means ready
-    app = create_app(reranker, settings)
+    service = RerankService(reranker, settings)
     about = reranker.describe()
     print(
         f"Serving {reranker.model_name} on http://{settings.host}:{settings.port} "
@@ -61,11 +62,12 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(
-        app,
+    config = uvicorn.Config(
+        service.app,
         host=settings.host,
         port=settings.port,
         log_level="info" if args.verbose else "warning",
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
     )
+    RerankServer(config, in_flight=lambda: service.inflight_requests).run()
     return 0

@@ -126,7 +126,7 @@ def train_student(
         max_steps=options.max_steps,
         per_device_train_batch_size=options.batch_size,
         learning_rate=options.learning_rate,
-        warmup_ratio=options.warmup_ratio,
+        warmup_steps=round(options.warmup_ratio * options.max_steps),  # warmup_ratio is deprecated in transformers 5
         eval_strategy="steps" if options.eval_steps else "no",
         eval_steps=options.eval_steps or None,
         save_strategy="steps",
@@ -137,6 +137,7 @@ def train_student(
         data_seed=options.seed,
         bf16=on_cuda and torch.cuda.is_bf16_supported(),
         use_cpu=options.device == "cpu",
+        dataloader_pin_memory=on_cuda,  # pinning is for copies to a GPU; on a CPU it only warns
         report_to="none",
         disable_tqdm=not options.progress,
         dataloader_num_workers=0,

@@ -24,6 +24,7 @@ from ..kernels import varlen
 from .compilation import Compilation, enable_checked
 from .dependencies import check_dependencies
 from .head_precision import HALF, keep_head_in_float32
+from .hub import prepare_hub_model
 from .inputs import collate
 from .placement import PACKED_ATTENTION, attention_candidates, resolve_dtype
 
@@ -164,6 +165,7 @@ def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedMod
     from sentence_transformers import CrossEncoder
 
     check_local_model(spec.model)
+    local_files_only = prepare_hub_model(spec.model, spec.revision, spec.local_files_only)
     user_kwargs: dict[str, Any] = json.loads(spec.model_kwargs)
     for key in ("dtype", "torch_dtype"):
         # The spec keeps model_kwargs as JSON (hashable); a torch.dtype came through as "torch.float64".
@@ -184,7 +186,7 @@ def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedMod
                 spec.model,
                 device=str(device),
                 revision=spec.revision,
-                local_files_only=spec.local_files_only,
+                local_files_only=local_files_only,
                 trust_remote_code=spec.trust_remote_code,
                 model_kwargs=model_kwargs,
             )

@@ -24,8 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from .. import tracing
 from ..config import EngineConfig, check_chunk_overlap
 from ..model.loading import LoadedModel
@@ -33,7 +31,7 @@ from ..model.placement import default_batch_tokens
 from ..normalization import Normalization
 from ..results import RequestCost, ScoreDetails
 from .forward import BatchedForward
-from .timings import StageTimes
+from .timings import StageTimes, progress_bar
 from .token_cache import TokenCache
 from .tokenization import PairTokenizer
 from .waves import overlapped, wave_spans
@@ -172,7 +170,7 @@ class ScoringPipeline:
                 return units
 
         with (
-            tqdm(total=len(flat), disable=not show_progress_bar, desc="Reranking", unit="doc") as bar,
+            progress_bar(len(flat), show_progress_bar, "doc") as bar,
             overlapped(tokenize_and_window, wave_spans(len(flat))) as waves,
         ):
             for units in waves:
@@ -190,6 +188,11 @@ class ScoringPipeline:
         })  # fmt: skip
         self._report(scored)
         return self._per_query(batch, raw, scored)
+
+    def document_cap_for_windows(self, query: str, windows: int) -> int | None:
+        """The ``max_document_tokens`` that scores a long document in at most ``windows`` windows (chunk mode)."""
+        query_ids = self.pairs.encode_documents([query], self.pairs.text_budget)[0]
+        return self.windows.cap_for_windows(len(query_ids), windows)
 
     def cost(self, query: str, documents: list[str], cap: int | None = None) -> RequestCost:
         """Tokens and pairs scoring ``documents`` would take (tokenizing only, no model work)."""

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ..concurrency import forking
 
@@ -42,3 +43,21 @@ class StageTimes:
         """Seconds per stage so far (diff two snapshots to time a span of calls)."""
         with self._lock:
             return dict(self._seconds)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+@contextmanager
+def progress_bar(total: int, show: bool, unit: str) -> Iterator[Any]:
+    """A tqdm bar when asked for, else nothing at all: even a disabled tqdm creates a multiprocessing
+    lock (a named semaphore), which worker processes stopped by uvicorn then report as leaked."""
+    if not show:
+        yield _NoBar()
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc="Reranking", unit=unit) as bar:
+        yield bar

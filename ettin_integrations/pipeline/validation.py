@@ -8,14 +8,19 @@ same input the local engine would. Wrong kinds of value raise :class:`InputTypeE
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 import re
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
+from ..config import unknown_option_message
 from ..errors import InputTypeError, InvalidInputError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -140,3 +145,34 @@ def validate_many(queries: Any, documents_per_query: Any, max_document_tokens: A
     """Many queries with one document list each, checked (errors name ``documents_per_query[i][j]``)."""
     checked_queries, checked_docs = check_many(queries, documents_per_query)
     return ScoringRequest(checked_queries, checked_docs, check_positive("max_document_tokens", max_document_tokens))
+
+
+def keywords_checked(function: F) -> F:
+    """``function`` refusing unknown keyword arguments with the one that was probably meant
+    (``rank(..., top_k=3)`` -> "did you mean top_n?"), instead of Python's bare ``TypeError``."""
+    parameters = inspect.signature(function).parameters
+    known = [n for n, p in parameters.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = frozenset(known)
+
+    def check(keywords: dict[str, Any]) -> None:
+        unknown = [k for k in keywords if k not in accepted]
+        if unknown:
+            raise InputTypeError(unknown_option_message(f"{function.__name__}()", unknown, known))
+
+    if inspect.iscoroutinefunction(function):
+
+        @functools.wraps(function)
+        async def checked_async(*args: Any, **keywords: Any) -> Any:
+            if keywords:
+                check(keywords)
+            return await function(*args, **keywords)
+
+        return cast(F, checked_async)
+
+    @functools.wraps(function)
+    def checked(*args: Any, **keywords: Any) -> Any:
+        if keywords:
+            check(keywords)
+        return function(*args, **keywords)
+
+    return cast(F, checked)

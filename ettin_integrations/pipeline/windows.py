@@ -60,17 +60,29 @@ class DocumentWindows:
         pairs = self.pairs
         if not self.chunk or len(query_ids) + len(doc_ids) <= pairs.text_budget:
             return [Unit(doc, pairs.assemble(query_ids, doc_ids))]
-        query_keep, _ = pairs.split_budget(len(query_ids), len(doc_ids))
-        room = pairs.text_budget - query_keep
-        window = min(self.chunk_tokens or room, room)
-        overlap = self.chunk_overlap if self.chunk_overlap is not None else min(64, window // 4)
-        # A long query can squeeze the window below a configured overlap; half a window at most keeps
-        # the number of windows within twice the overlap-free count.
-        step = window - min(overlap, window // 2)
+        query_keep, window, step = self._geometry(len(query_ids), len(doc_ids))
         query = query_ids[:query_keep]
         return [
             Unit(doc, pairs.assemble(query, doc_ids[s : s + window])) for s in window_starts(len(doc_ids), window, step)
         ]
+
+    def cap_for_windows(self, query_len: int, windows: int) -> int | None:
+        """Document tokens that make at most ``windows`` windows with a query of ``query_len`` tokens (Cohere's
+        ``max_chunks_per_doc``); None in truncate mode, where a document is always one window."""
+        if not self.chunk:
+            return None
+        _, window, step = self._geometry(query_len, self.pairs.text_budget)  # as for any long document
+        return window + (windows - 1) * step
+
+    def _geometry(self, query_len: int, doc_len: int) -> tuple[int, int, int]:
+        """Query tokens kept, window size and step for a document too long for one pair."""
+        query_keep, _ = self.pairs.split_budget(query_len, doc_len)
+        room = self.pairs.text_budget - query_keep
+        window = min(self.chunk_tokens or room, room)
+        overlap = self.chunk_overlap if self.chunk_overlap is not None else min(64, window // 4)
+        # A long query can squeeze the window below a configured overlap; half a window at most keeps
+        # the number of windows within twice the overlap-free count.
+        return query_keep, window, window - min(overlap, window // 2)
 
 
 def aggregate(scores: Sequence[float], how: str) -> float:

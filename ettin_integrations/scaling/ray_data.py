@@ -103,12 +103,14 @@ def rerank_dataset(
 
         rerank_dataset(ray.data.read_json("runs.jsonl"), concurrency=2, num_gpus=1).write_parquet("reranked/")
     """
+    from ray.data import ActorPoolStrategy
+
     return ds.map_batches(
         RerankBatch,
         fn_constructor_args=(model, dict(engine_options or {}), query_column, documents_column, document_column, top_n),
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=concurrency,
+        compute=ActorPoolStrategy(size=concurrency),  # map_batches(concurrency=...) is deprecated
         num_cpus=num_cpus,
         num_gpus=num_gpus,
     )

@@ -1,4 +1,5 @@
-"""The rerank service: Cohere (``/v1/rerank``, ``/v2/rerank``) and TEI (``/rerank``) routes over one reranker.
+"""The rerank service: Cohere and Jina (``/v1/rerank``, ``/v2/rerank``), TEI (``/rerank``) and vLLM (``/score``,
+``/v1/score``) routes over one reranker.
 
 Concurrent requests are merged into shared model passes by the reranker's micro-batcher, so the
 service adds no scheduler of its own. Limits are answered in the protocol (413, 422, 503 with
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
+import time
 import uuid
 from typing import Any
 
@@ -23,8 +26,18 @@ from .. import __version__
 from ..contract import Reranker
 from ..errors import InputTypeError, InvalidInputError
 from ..pipeline.validation import check_documents, check_query
-from ..results import ScoreDetails, ranked
-from ..wire import CohereDocument, CohereRerankRequest, CohereRerankResponse, CohereResult, TeiRank, TeiRerankRequest
+from ..results import RequestCost, ScoreDetails, group_pairs, ranked
+from ..wire import (
+    CohereDocument,
+    CohereRerankRequest,
+    CohereRerankResponse,
+    CohereResult,
+    ScoreData,
+    ScoreRequest,
+    ScoreResponse,
+    TeiRank,
+    TeiRerankRequest,
+)
 from .metrics import ServiceMetrics
 from .middleware import BodyLimit, RequestMetrics, error_body, fastapi_traces_requests
 from .requests import ApiError, parse_body
@@ -55,6 +68,7 @@ class RerankService:
         self.reranker = reranker
         self.settings = settings or ServeSettings()
         self.inflight_pairs = 0
+        self.inflight_requests = 0  # admitted and not yet answered (what a graceful stop waits for)
         self.metrics = ServiceMetrics(queued_pairs=lambda: reranker.queued_pairs, inflight_pairs=self._inflight)
         reranker.add_pass_listener(self.metrics.on_pass)
         self.cohere_normalization = reranker.normalization.as_sigmoid()  # Cohere clients expect 0..1
@@ -78,6 +92,8 @@ class RerankService:
         app.post("/v2/rerank", dependencies=guarded, summary="Cohere v2 rerank")(self.rerank_v2)
         app.post("/v1/rerank", dependencies=guarded, summary="Cohere v1 rerank")(self.rerank_v1)
         app.post("/rerank", dependencies=guarded, summary="TEI rerank")(self.rerank_tei)
+        app.post("/score", dependencies=guarded, summary="vLLM score")(self.score)
+        app.post("/v1/score", dependencies=guarded, summary="vLLM score")(self.score)
         app.api_route("/health", methods=["GET", "HEAD"])(self.health)
         app.get("/info", dependencies=guarded)(self.info)
         app.get("/metrics", dependencies=guarded)(self.prometheus)
@@ -109,8 +125,9 @@ class RerankService:
     # ----------------------------------------------------------------- scoring
     async def _score(
         self, request: Request, query: str, texts: list[str], cap: int | None, field: str, whole: bool = False
-    ) -> ScoreDetails:
-        """Admit, score and account for one request; raises ``ApiError`` or ``_ClientGone``.
+    ) -> tuple[ScoreDetails, RequestCost | None]:
+        """Admit, score and account for one request (its details, and its cost when the backend counts it);
+        raises ``ApiError`` or ``_ClientGone``.
 
         ``whole``: refuse (413) a text that would be truncated (TEI's ``truncate=false``), before scoring.
         """
@@ -124,12 +141,13 @@ class RerankService:
             raise ApiError(413, f"{len(texts)} documents in one request; the limit is {settings.max_documents}",
                            "PayloadTooLarge")  # fmt: skip
         if not texts:
-            return ScoreDetails([], [], [], [])
-        await self._admit(query, texts, cap, field, whole)
+            return ScoreDetails([], [], [], []), RequestCost(0, 0, [])
+        cost = await self._admit(query, texts, cap, field, whole)
         if self.inflight_pairs + len(texts) > settings.max_queued_pairs:
             raise ApiError(503, "the service is at capacity; retry shortly", "Overloaded",
                            {"Retry-After": str(settings.retry_after_seconds)})  # fmt: skip
         self.inflight_pairs += len(texts)
+        self.inflight_requests += 1
         try:
             work = asyncio.ensure_future(self.reranker.ascore_many([query], [texts], max_document_tokens=cap))
             gone = asyncio.ensure_future(_disconnected(request))
@@ -145,21 +163,25 @@ class RerankService:
                 raise ApiError(422, str(exc), "Validation") from None
         finally:
             self.inflight_pairs -= len(texts)
+            self.inflight_requests -= 1
         self.metrics.pairs.inc(len(texts))
-        return details
+        return details, cost
 
-    async def _admit(self, query: str, texts: list[str], cap: int | None, field: str, whole: bool) -> None:
+    async def _admit(
+        self, query: str, texts: list[str], cap: int | None, field: str, whole: bool
+    ) -> RequestCost | None:
         """Refuse, before any model work, a request over the token budget or with a text that must not be cut."""
         big = len(texts) > 16 or sum(map(len, texts)) > 65536
         cost = (await asyncio.to_thread(self.reranker.cost, query, texts, max_document_tokens=cap) if big
                 else self.reranker.cost(query, texts, max_document_tokens=cap))  # fmt: skip
         if cost is None:  # a backend that cannot count: the document limit is all there is
-            return
+            return None
         if cost.tokens > self.max_request_tokens:
             raise ApiError(413, f"this request would make the model read {cost.tokens} tokens ({cost.pairs} pairs); "
                            f"the limit is {self.max_request_tokens} tokens per request", "PayloadTooLarge")  # fmt: skip
         if whole and any(cost.truncated):
             self._refuse_truncated(cost.truncated, field)
+        return cost
 
     def _refuse_truncated(self, truncated: list[bool], field: str) -> None:
         first = truncated.index(True)
@@ -168,8 +190,15 @@ class RerankService:
 
     async def _cohere(self, request: Request, body: CohereRerankRequest, version: str) -> Any:
         texts = body.texts()
+        cap = body.max_tokens_per_doc
+        if body.max_chunks_per_doc is not None:  # Cohere v1: chunk mode, at most that many windows per document
+            try:
+                chunk_cap = self.reranker.chunk_token_cap(body.query, body.max_chunks_per_doc)
+            except (TypeError, ValueError) as exc:
+                raise ApiError(422, f"query: {exc}", "Validation") from None
+            cap = chunk_cap if cap is None else min(cap, chunk_cap or cap)
         try:
-            details = await self._score(request, body.query, texts, body.max_tokens_per_doc, "documents")
+            details, cost = await self._score(request, body.query, texts, cap, "documents")
         except _ClientGone:
             return Response(status_code=499)
         results = [
@@ -180,9 +209,49 @@ class RerankService:
             )
             for r in ranked(self.cohere_normalization.rescore(details), body.top_n, None)
         ]
-        meta = {"api_version": {"version": version}, "billed_units": {"search_units": 1}}
-        response = CohereRerankResponse(id=str(uuid.uuid4()), results=results, meta=meta)
+        tokens = cost.tokens if cost is not None else 0
+        pairs = cost.pairs if cost is not None else len(texts)
+        meta = {
+            "api_version": {"version": version},
+            # Cohere bills a search unit per query and 100 documents (long documents count once per chunk).
+            "billed_units": {"search_units": max(1, math.ceil(pairs / 100))},
+            "tokens": {"input_tokens": tokens, "output_tokens": 0},
+        }
+        model = body.model or self.reranker.model_name
+        response = CohereRerankResponse(id=str(uuid.uuid4()), results=results, meta=meta, model=model,
+                                        usage={"total_tokens": tokens})  # fmt: skip
         return JSONResponse(response.model_dump(exclude_none=True))
+
+    async def _score_pairs(self, request: Request, body: ScoreRequest) -> Any:
+        """vLLM's ``/score``: one query against each text, or ``text_1[i]`` against ``text_2[i]``; input order."""
+        firsts = [body.text_1] if isinstance(body.text_1, str) else body.text_1
+        seconds = [body.text_2] if isinstance(body.text_2, str) else body.text_2
+        if len(firsts) == 1:
+            firsts = firsts * len(seconds)
+        if len(firsts) != len(seconds):
+            raise ApiError(422, f"text_1 has {len(firsts)} items and text_2 {len(seconds)}: give one text_1, or "
+                           "one per text_2 item", "Validation")  # fmt: skip
+        if len(seconds) > self.settings.max_documents:
+            raise ApiError(413, f"{len(seconds)} pairs in one request; the limit is {self.settings.max_documents}",
+                           "PayloadTooLarge")  # fmt: skip
+        distinct, grouped, where = group_pairs(firsts, seconds)
+        try:
+            answers = await asyncio.gather(*(
+                self._score(request, query, texts, body.truncate_prompt_tokens, "text_2")
+                for query, texts in zip(distinct, grouped)
+            ))  # fmt: skip
+        except _ClientGone:
+            return Response(status_code=499)
+        scored = [self.cohere_normalization.rescore(details).scores for details, _ in answers]
+        tokens = sum(cost.tokens for _, cost in answers if cost is not None)
+        response = ScoreResponse(
+            id=f"score-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=body.model or self.reranker.model_name,
+            data=[ScoreData(index=i, score=scored[q][d]) for i, (q, d) in enumerate(where)],
+            usage={"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+        )
+        return JSONResponse(response.model_dump())
 
     # ----------------------------------------------------------------- routes
     async def rerank_v2(self, request: Request) -> Any:
@@ -195,12 +264,17 @@ class RerankService:
         body = await parse_body(request, CohereRerankRequest, "documents", self.settings.max_documents)
         return await self._cohere(request, body, "1")
 
+    async def score(self, request: Request) -> Any:
+        """vLLM score: ``data[i].score`` in 0..1 (the engine's sigmoid) for each pair, in input order."""
+        body = await parse_body(request, ScoreRequest, "text_2", self.settings.max_documents)
+        return await self._score_pairs(request, body)
+
     async def rerank_tei(self, request: Request) -> Any:
         """TEI rerank: ``[{index, score, text?}]`` best first; ``raw_scores`` gives the logits."""
         body = await parse_body(request, TeiRerankRequest, "texts", self.settings.max_documents)
         try:
-            details = await self._score(request, body.query, body.texts, body.max_tokens_per_doc, "texts",
-                                        whole=not body.truncate)  # fmt: skip
+            details, _ = await self._score(request, body.query, body.texts, body.max_tokens_per_doc, "texts",
+                                           whole=not body.truncate)  # fmt: skip
         except _ClientGone:
             return Response(status_code=499)
         if not body.truncate and any(details.truncated):  # a backend that could not tell before scoring

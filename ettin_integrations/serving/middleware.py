@@ -114,7 +114,7 @@ class RequestMetrics:
     releases with native telemetry open that span themselves (``trace=False`` here then).
     """
 
-    ROUTES = ("/rerank", "/v1/rerank", "/v2/rerank")
+    ROUTES = ("/rerank", "/v1/rerank", "/v2/rerank", "/score", "/v1/score")
 
     def __init__(self, app: Any, metrics: ServiceMetrics, trace: bool = True) -> None:
         self.app, self.metrics, self.trace = app, metrics, trace

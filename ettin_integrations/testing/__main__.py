@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..catalog import ETTIN_SIZES
@@ -32,8 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         "--trained",
         action="store_true",
         help="instead of random weights, distil the shape from a BM25 teacher over a generated corpus, so scores "
-        "have a real reranker's spread (needs the [distill] extra; minutes for 17m on a CPU; report in "
-        "PATH/fixture.json)",
+        "have a real reranker's spread (needs the [distill] extra; 10-25 minutes for 17m on 2 CPU cores, "
+        "resumed where it stopped if interrupted; report in PATH/fixture.json)",
     )
     parser.add_argument("--steps", type=int, default=None, help="training steps with --trained (default per shape)")
     args = parser.parse_args(argv)
@@ -41,22 +44,39 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--tokenizer {args.tokenizer} has no tokenizer.json")
     existing = (Path(args.path) / "modules.json").is_file() and not args.overwrite
     description, real = tokenizer_source(args.tokenizer)
-    if args.trained:
-        from .trained import build_trained_checkpoint
-
-        path = build_trained_checkpoint(
-            args.path, args.size, steps=args.steps, seed=args.seed, tokenizer=args.tokenizer,
-            overwrite=args.overwrite, progress=True,
-        )  # fmt: skip
-    else:
-        path = build_checkpoint(
-            args.path, args.size, tokenizer=args.tokenizer, seed=args.seed, overwrite=args.overwrite
-        )
+    with stdout_to_stderr():  # stdout carries the path only: M=$(python -m ettin_integrations.testing ...) works
+        path = _build(args)
     if existing:
         print(f"{path} already holds a checkpoint; kept as is (--overwrite to rebuild).", file=sys.stderr)
     else:
         print(f"{'tokenizer' if real else 'WARNING: tokenizer'}: {description}", file=sys.stderr)
     print(path)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout, by Python or by native code (the tokenizer trainer), to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _build(args: argparse.Namespace) -> Path:
+    if args.trained:
+        from .trained import build_trained_checkpoint
+
+        return build_trained_checkpoint(
+            args.path, args.size, steps=args.steps, seed=args.seed, tokenizer=args.tokenizer,
+            overwrite=args.overwrite, progress=True,
+        )  # fmt: skip
+    return build_checkpoint(args.path, args.size, tokenizer=args.tokenizer, seed=args.seed, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":
