@@ -82,13 +82,16 @@ async def test_vllm_score_pairwise_lists(engine):
         ({"text_1": "q"}, 422, "text_2"),
         ({"text_1": "q", "text_2": ["ok", 3]}, 422, "text_2"),
         ({"text_1": "q", "text_2": ["x"] * 11}, 413, "limit is 10"),
-        ({"text_1": "q", "text_2": ["\ud800"]}, 422, "text_2[0]"),
+        ('{"text_1": "q", "text_2": ["ok", "\\ud800"]}', 422, "text_2[1]"),  # a lone surrogate, as raw JSON
         ({"text_1": "q", "text_2": ["x"], "truncate_prompt_tokens": 0}, 422, "truncate_prompt_tokens"),
     ],
 )
 async def test_vllm_score_refuses_bad_bodies_naming_the_field(engine, body, status, words):
     async with _client(create_app(engine, ServeSettings(max_documents=10))) as client:
-        response = await client.post("/score", json=body)
+        if isinstance(body, str):
+            response = await client.post("/score", content=body, headers={"content-type": "application/json"})
+        else:
+            response = await client.post("/score", json=body)
     assert response.status_code == status, response.text
     assert words in response.json()["message"]
 

@@ -90,12 +90,16 @@ def test_calibrate_on_the_trained_fixture_prints_paste_ready_options(trained_tin
     assert served.normalize == "sigmoid" and served.normalize_shift == round(report["shift"], 3)
 
 
-def test_calibrate_on_the_tiny_beir_folder(trained_tiny):
+def test_calibrate_on_the_tiny_beir_folder(trained_tiny, capsys):
     status, text = _calibrate(str(TINY_BEIR), "--model", str(trained_tiny), "--k", "5")
-    # Six queries and a model trained on other topics: a fit, or one line saying why there is none.
-    assert status in (0, 2)
+    # Six queries and a model trained on other topics (its fixture's words; here, with the real tokenizer,
+    # it ranks the judged passages lower): a fit with paste-ready lines, or one line saying why there is none.
+    err = capsys.readouterr().err
     if status == 0:
-        assert "normalize_temperature=" in text
+        assert "normalize_temperature=" in text and "Haystack:" in text
+    else:
+        assert status == 2 and "does not separate relevant from non-relevant" in err
+        assert err.count("ettin-rerank: error:") == 1 and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

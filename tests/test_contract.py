@@ -26,7 +26,7 @@ PUBLIC = [
     if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, property))
 ]
 #: What a backend may override: how it describes itself and reports passes; everything else is the API.
-HOOKS = {"describe", "add_pass_listener", "cost"}
+HOOKS = {"describe", "add_pass_listener", "cost", "chunk_token_cap"}
 
 
 class WordOverlap(BaseReranker):

@@ -217,7 +217,10 @@ def test_the_out_folder_belongs_to_one_run(tmp_path, tiny_checkpoint, capsys):
     assert main(other) == 2
     err = capsys.readouterr().err
     assert "holds another distillation run (it differs in: teacher)" in err and "--overwrite" in err
-    student = ["/nonexistent/student" if a == tiny_checkpoint else a for a in argv]
+    import shutil
+
+    other_student = shutil.copytree(tiny_checkpoint, tmp_path / "another-student")
+    student = [str(other_student) if a == tiny_checkpoint else a for a in argv]
     assert main(student) == 2
     assert "holds another distillation run (it differs in: student)" in capsys.readouterr().err
     assert main([*other, "--overwrite"]) == 0

@@ -33,6 +33,8 @@ BASH = [body for lang, body in BLOCKS if lang == "bash"]
 BENCH_SMALL = " --sizes tiny --queries 2 --k 4 --repeats 1 --no-overhead --variants predict ours"
 LOAD_SMALL = " --size tiny --clients 2 --requests 2 --k 4 --check 4"
 PRECISION_SMALL = " --trained tiny --queries 3 --repeats 1 --checkpoint {trained}"
+# The test hub's default model has random weights, which no threshold can be fitted to: the trained fixture can.
+CALIBRATE_SMALL = " --model {trained}"
 SERVE = next(line for body in BASH for line in body.splitlines() if line.startswith("ettin-rerank serve"))
 FIXED_PORT = re.compile(r"(?:--port |127\.0\.0\.1:|localhost:)(\d+)")
 
@@ -213,6 +215,8 @@ def test_bash_snippet_runs_as_written(index, env, workdir, request, hold_ports):
                 command += LOAD_SMALL
             if command.startswith("python -m ettin_integrations.benchmarking.precision"):
                 command += PRECISION_SMALL.format(trained=request.getfixturevalue("trained_tiny"))
+            if command.startswith("ettin-rerank calibrate"):
+                command += CALIBRATE_SMALL.format(trained=request.getfixturevalue("trained_tiny"))
             cwd = ROOT if command.startswith("ruff ") else workdir
             if command.startswith(("python examples/rag_app.py", "ettin-rerank serve")) or " uvicorn " in f" {command}":
                 health = "/health" if command.startswith("ettin-rerank serve") else "/healthz"

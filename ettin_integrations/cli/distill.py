@@ -66,6 +66,8 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
 
     if args.candidates < 2:
         raise CliError("--candidates must be >= 2.")
+    if args.data is None and (args.queries is None or args.corpus is None):
+        raise CliError("pass --data (a BEIR folder), or both --queries and --corpus JSONL files.")
     if args.max_steps < 1 or args.batch_size < 1:
         raise CliError("--max-steps and --batch-size must be >= 1.")
     try:

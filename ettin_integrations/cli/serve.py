@@ -69,5 +69,8 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         log_level="info" if args.verbose else "warning",
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
     )
-    RerankServer(config, in_flight=lambda: service.inflight_requests).run()
+    try:
+        RerankServer(config, in_flight=lambda: service.inflight_requests).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: the stop was asked for, not a crash
+        return 130
     return 0

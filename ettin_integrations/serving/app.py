@@ -234,6 +234,11 @@ class RerankService:
         if len(seconds) > self.settings.max_documents:
             raise ApiError(413, f"{len(seconds)} pairs in one request; the limit is {self.settings.max_documents}",
                            "PayloadTooLarge")  # fmt: skip
+        try:  # named by position in the request, before grouping by query
+            check_documents(firsts, "text_1")
+            check_documents(seconds, "text_2")
+        except (InputTypeError, InvalidInputError) as exc:
+            raise ApiError(422, str(exc), "Validation") from None
         distinct, grouped, where = group_pairs(firsts, seconds)
         try:
             answers = await asyncio.gather(*(
