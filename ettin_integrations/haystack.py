@@ -143,22 +143,12 @@ class EttinRanker:
         self._given_reranker = reranker
         self._reranker: Reranker | None = reranker
 
-    # Read-only views of the validated options, for users and for to_dict.
-    @property
-    def model(self) -> str:
-        return self._options.model
-
-    @property
-    def top_k(self) -> int | None:
-        return self._options.top_k
-
-    @property
-    def scale_score(self) -> bool:
-        return self._options.scale_score
-
-    @property
-    def score_threshold(self) -> float | None:
-        return self._options.score_threshold
+    def __getattr__(self, name: str) -> Any:
+        """The validated options as read-only attributes (``ranker.top_k``, ``ranker.model``, ...)."""
+        options = self.__dict__.get("_options")
+        if options is not None and name in RankerOptions.model_fields:
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def reranker(self) -> Reranker | None:

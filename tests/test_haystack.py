@@ -206,3 +206,10 @@ def test_the_service_form_scores_as_the_local_engine(tiny_checkpoint, monkeypatc
             )
     with pytest.raises(InvalidInputError, match="url= alone"):
         EttinRanker(url="http://127.0.0.1:1", dtype="bfloat16")
+
+
+def test_options_read_back_as_attributes(tiny_checkpoint):
+    ranker = EttinRanker(tiny_checkpoint, device="cpu", top_k=3, max_length=128, scale_score=False)
+    assert (ranker.top_k, ranker.max_length, ranker.scale_score, ranker.model) == (3, 128, False, tiny_checkpoint)
+    with pytest.raises(AttributeError):
+        ranker.no_such_option  # noqa: B018

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 from typing import Any, TextIO
 
-from .common import CliError, common_args, engine_args, make_reranker, require
+from .common import CliError, beir_args, common_args, engine_args, load_beir_args, make_reranker
 
 NAME = "calibrate"
 
@@ -18,10 +18,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="fit the score normalization (shift, temperature) and thresholds to your relevance judgements",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    calibrate.add_argument("dataset", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
-    calibrate.add_argument("--split", default="test")
-    calibrate.add_argument("--k", type=int, default=50, help="first-stage candidates scored per query")
-    calibrate.add_argument("--embedder", default=None, help="sentence-transformers first stage (default: BM25)")
+    beir_args(calibrate, 50, "first-stage candidates scored per query")
     calibrate.add_argument("--heldout", type=float, default=0.3, help="share of queries kept out of the fit")
     calibrate.add_argument("--max-queries", type=int, default=None, help="use a random sample of this many queries")
     calibrate.add_argument("--seed", type=int, default=0, help="which queries are sampled and held out")
@@ -32,20 +29,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    require({"sklearn": "scikit-learn", **({} if args.embedder else {"bm25s": "bm25s"})}, "cli")
-    if args.k < 1:
-        raise CliError("--k must be >= 1.")
     if args.max_queries is not None and args.max_queries < 4:
         raise CliError("--max-queries must be >= 4 (some to fit, some to hold out).")
     if not 0 < args.heldout < 1:
         raise CliError("--heldout must be between 0 and 1 (the share of queries kept out of the fit).")
-    from ..evaluation import DatasetError, load_beir
+    dataset = load_beir_args(args, {"sklearn": "scikit-learn"})
     from ..evaluation.calibration import CalibrationError, calibrate
 
-    try:
-        dataset = load_beir(args.dataset, args.split)
-    except DatasetError as exc:
-        raise CliError(str(exc)) from None
     reranker = make_reranker(args)
     try:
         result = calibrate(dataset, reranker, k=args.k, embedder=args.embedder, heldout_fraction=args.heldout,

@@ -130,3 +130,24 @@ def configure_logging(verbose: bool) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         for noisy in ("bm25s", "transformers", "sentence_transformers", "huggingface_hub"):
             logging.getLogger(noisy).setLevel(logging.WARNING if noisy == "huggingface_hub" else logging.ERROR)
+
+
+def beir_args(parser: argparse.ArgumentParser, k: int, k_help: str) -> None:
+    """The BEIR folder and first stage, as ``eval`` and ``calibrate`` take them."""
+    parser.add_argument("dataset", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--k", type=int, default=k, help=k_help)
+    parser.add_argument("--embedder", default=None, help="sentence-transformers first stage (default: BM25)")
+
+
+def load_beir_args(args: argparse.Namespace, needs: dict[str, str]) -> Any:
+    """The dataset of :func:`beir_args`, after checking the extras (``needs``, plus BM25's) and ``--k``."""
+    require({**needs, **({} if args.embedder else {"bm25s": "bm25s"})}, "cli")
+    if args.k < 1:
+        raise CliError("--k must be >= 1.")
+    from ..evaluation import DatasetError, load_beir
+
+    try:
+        return load_beir(args.dataset, args.split)
+    except DatasetError as exc:
+        raise CliError(str(exc)) from None

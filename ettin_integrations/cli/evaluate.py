@@ -6,17 +6,14 @@ import argparse
 import json
 from typing import Any, TextIO
 
-from .common import CliError, common_args, engine_args, make_reranker, require
+from .common import CliError, beir_args, common_args, engine_args, load_beir_args, make_reranker
 
 NAME = "eval"
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     evaluate = commands.add_parser(NAME, help="nDCG@10 / MRR@10 / Recall@k before and after reranking")
-    evaluate.add_argument("dataset", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
-    evaluate.add_argument("--split", default="test")
-    evaluate.add_argument("--k", type=int, default=100, help="candidates reranked per query")
-    evaluate.add_argument("--embedder", default=None, help="sentence-transformers first stage (default: BM25)")
+    beir_args(evaluate, 100, "candidates reranked per query")
     evaluate.add_argument("--save-run", default=None, help="write the reranked run in TREC format")
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
     common_args(evaluate)
@@ -25,15 +22,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    require({"ir_measures": "ir-measures", **({} if args.embedder else {"bm25s": "bm25s"})}, "cli")
-    if args.k < 1:
-        raise CliError("--k must be >= 1.")
-    from ..evaluation import DatasetError, evaluate, load_beir, report_rows, write_trec_run
+    dataset = load_beir_args(args, {"ir_measures": "ir-measures"})
+    from ..evaluation import evaluate, report_rows, write_trec_run
 
-    try:
-        dataset = load_beir(args.dataset, args.split)
-    except DatasetError as exc:
-        raise CliError(str(exc)) from None
     reranker = make_reranker(args)
     try:
         report = evaluate(dataset, reranker, k=args.k, embedder=args.embedder, show_progress_bar=not args.json)
