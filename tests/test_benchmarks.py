@@ -29,7 +29,7 @@ def test_harness_through_the_cli_outside_the_repository(tmp_path, tiny_checkpoin
     out_dir = tmp_path / "bench"
     code = cli_main(
         [
-            "bench", "--sizes", "tiny", "--queries", "2", "--k", "4", "--repeats", "1",
+            "bench", "--sizes", "tiny", "--queries", "2", "--k", "4", "--repeats", "1", "--max-length", "0",
             "--variants", "predict", "ours", "ours_langchain", "--contention", "ours_t1",
             "--out", str(out_dir), "--cache", str(Path(tiny_checkpoint).parent),
         ],
@@ -48,6 +48,7 @@ def test_harness_through_the_cli_outside_the_repository(tmp_path, tiny_checkpoin
     assert set(rows["ours"]["breakdown_ms"]) == {"tokenize", "pack", "forward", "wait"}
     assert rows["ours"]["breakdown_ms"]["forward"] > 0 and rows["predict"]["breakdown_ms"] is None
     assert report["environment"]["tokenizers_parallelism"]
+    assert "max_length model default (7999)" in report["environment"]["workload"]  # --max-length 0: the model's own
     # The anchor's scores are CrossEncoder.predict's, computed here independently of the harness.
     workload = make_workload(2, 4, seed=0)
     reference = CrossEncoder(str(Path(tiny_checkpoint)), device="cpu")
