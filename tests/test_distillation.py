@@ -107,6 +107,23 @@ def test_cli_distills_with_a_model_teacher_and_resumes(tmp_path, trained_tiny, t
     assert list((out / "checkpoints").glob("checkpoint-6"))
 
 
+def test_distill_with_default_options_warns_of_nothing_the_user_did(tmp_path, trained_tiny, tiny_checkpoint):
+    """No deprecated training arguments, no pinned memory without a GPU (the device left to "auto")."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ettin_integrations.cli", "distill", "--teacher", str(trained_tiny),
+         "--student", tiny_checkpoint, "--data", str(TINY_BEIR), "--out", str(tmp_path / "run"), "--max-steps", "2",
+         "--save-steps", "2", "--batch-size", "8", "--held-out", "0.34", "--no-progress", "--offline", "--json"],
+        capture_output=True, text=True, env={**os.environ, "TRANSFORMERS_VERBOSITY": "warning"}, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pin_memory" not in done.stderr and "warmup_ratio" not in done.stderr, done.stderr[-2000:]
+    assert "Warning" not in done.stderr, done.stderr[-2000:]
+
+
 def test_cli_distill_needs_data(tmp_path, capsys):
     assert main(["distill", "--teacher", "t", "--student", "s", "--out", str(tmp_path)]) == 2
     assert "BEIR folder" in capsys.readouterr().err

@@ -68,6 +68,9 @@ def test_ray_example_in_a_loopback_namespace(tiny_checkpoint):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Ray Data ") == 3 and done.stdout.count("Ray Serve ") == 3
+    # No warning the user did not cause: Ray's deprecated map_batches(concurrency=), or the Arrow fallback
+    # for a documents column of numpy object arrays.
+    assert "ArrowConversionError" not in done.stderr and "concurrency" not in done.stderr.lower(), done.stderr[-3000:]
 
 
 def test_distillation_example_runs_on_tiny_shapes(tmp_path, trained_tiny, tiny_checkpoint):

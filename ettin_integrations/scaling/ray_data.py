@@ -55,6 +55,8 @@ class RerankBatch:
             rankings = [ranked(d, self.top_n, None) for d in details]
             return {
                 **batch,
+                # Lists of str, not numpy's object arrays of arrays, so the column converts to Arrow as is.
+                self.documents_column: documents,
                 "scores": [d.scores for d in details],
                 "ranking": [[r.index for r in ranking] for ranking in rankings],
             }
