@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _corpus import CORPUS
@@ -249,6 +251,10 @@ def app_from_env() -> FastAPI:
     ``ETTIN_MODEL``, ``ETTIN_EMBEDDER``, ``ETTIN_CORPUS`` (a JSONL path) and ``ETTIN_NUM_THREADS``
     (torch threads per worker; without it the engine gives each of the N workers cores / N on its own).
     """
+    # Loading bars (transformers' "Loading weights") would give tqdm a multiprocessing lock: a named
+    # semaphore that uvicorn's worker processes never release, which Python reports as leaked when
+    # they stop. One process's bars need only a thread lock.
+    tqdm.set_lock(threading.RLock())
     threads = os.environ.get("ETTIN_NUM_THREADS")
     return create_app(
         os.environ.get("ETTIN_MODEL", DEFAULT_MODEL),

@@ -253,3 +253,6 @@ def test_bash_snippet_runs_as_written(index, env, workdir, request, hold_ports):
     finally:
         for server in servers:
             _stop(server)
+    for server in servers:  # stopped as an operator stops them: nothing leaks, nothing crashes
+        said = server.stdout.read() if server.stdout else ""
+        assert "leaked semaphore" not in said and "Traceback" not in said, said[-3000:]

@@ -92,9 +92,10 @@ class RerankService:
         app.post("/v2/rerank", dependencies=guarded, summary="Cohere v2 rerank")(self.rerank_v2)
         app.post("/v1/rerank", dependencies=guarded, summary="Cohere v1 rerank")(self.rerank_v1)
         app.post("/rerank", dependencies=guarded, summary="TEI rerank")(self.rerank_tei)
-        app.post("/score", dependencies=guarded, summary="vLLM score")(self.score)
-        app.post("/v1/score", dependencies=guarded, summary="vLLM score")(self.score)
-        app.api_route("/health", methods=["GET", "HEAD"])(self.health)
+        app.post("/score", dependencies=guarded, summary="vLLM score", operation_id="score")(self.score)
+        app.post("/v1/score", dependencies=guarded, summary="vLLM score", operation_id="score_v1")(self.score)
+        app.get("/health")(self.health)
+        app.head("/health", include_in_schema=False)(self.health)  # for load balancers
         app.get("/info", dependencies=guarded)(self.info)
         app.get("/metrics", dependencies=guarded)(self.prometheus)
         if keyed:
