@@ -3,7 +3,7 @@
 An implementation provides :meth:`BaseReranker._score_request` (validated queries and their
 documents in, one :class:`ScoreDetails` per query out) and says what it is (``model_name``,
 ``normalization``). Everything a caller uses — validation, ranking, the many-query and pair forms,
-the async forms — is written here once, so :class:`~ettin_integrations.EttinReranker`,
+the async forms (``async_api.py``, mixed in) — is written once, so :class:`~ettin_integrations.EttinReranker`,
 :class:`~ettin_integrations.RemoteReranker` and any third backend take the same arguments and
 refuse the same input with the same errors.
 
@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from . import tracing
+from .async_api import AsyncReranking, progress_wanted, result_attributes, span_attributes
 from .normalization import Normalization
 from .pipeline.validation import (
     ScoringRequest,
@@ -101,7 +102,7 @@ class Reranker(Protocol):
     # fmt: on
 
 
-class BaseReranker(ABC):
+class BaseReranker(AsyncReranking, ABC):
     """The public reranking API over one method an implementation provides.
 
     Subclasses implement :meth:`_score_request` (and, to wait without a thread, :meth:`_ascore_request`)
@@ -145,7 +146,7 @@ class BaseReranker(ABC):
         """What scores the requests (model, normalization, and whatever else the backend knows)."""
         return {"model": self.model_name, "normalization": self.normalization.as_dict()}
 
-    def add_pass_listener(self, listener: PassListener) -> None:  # noqa: B027 - optional hook, no-op by default
+    def add_pass_listener(self, listener: PassListener) -> None:
         """Call ``listener(requests, pairs)`` after each model pass (backends without passes never call it)."""
 
     @property
@@ -169,19 +170,9 @@ class BaseReranker(ABC):
     def _traced(self, request: ScoringRequest, show_progress_bar: bool, top_n: int | None = None) -> list[ScoreDetails]:
         if not tracing.enabled():
             return self._score_request(request, show_progress_bar)
-        with tracing.span(f"{tracing.OPERATION} {self.model_name}", _span_attributes(self, request, top_n)) as span:
+        with tracing.span(f"{tracing.OPERATION} {self.model_name}", span_attributes(self, request, top_n)) as span:
             details = self._score_request(request, show_progress_bar)
-            tracing.attach_attributes(span, _result_attributes(details))
-            return details
-
-    async def _atraced(
-        self, request: ScoringRequest, show_progress_bar: bool, top_n: int | None = None
-    ) -> list[ScoreDetails]:
-        if not tracing.enabled():
-            return await self._ascore_request(request, show_progress_bar)
-        with tracing.span(f"{tracing.OPERATION} {self.model_name}", _span_attributes(self, request, top_n)) as span:
-            details = await self._ascore_request(request, show_progress_bar)
-            tracing.attach_attributes(span, _result_attributes(details))
+            tracing.attach_attributes(span, result_attributes(details))
             return details
 
     # ----------------------------------------------------------------- the public API, written once
@@ -296,7 +287,7 @@ class BaseReranker(ABC):
             [d.scores for d in reranker.score_many(["q1", "q2"], [["a", "b"], ["c"]])]
         """
         request = validate_many(queries, documents_per_query, max_document_tokens)
-        return self._traced(request, _bar(show_progress_bar, request))
+        return self._traced(request, progress_wanted(show_progress_bar, request))
 
     @keywords_checked
     def rank_many(
@@ -320,7 +311,7 @@ class BaseReranker(ABC):
         """
         top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
         request = validate_many(queries, documents_per_query, max_document_tokens)
-        all_details = self._traced(request, _bar(show_progress_bar, request), top_n)
+        all_details = self._traced(request, progress_wanted(show_progress_bar, request), top_n)
         return [ranked(details, top_n, score_threshold) for details in all_details]
 
     @keywords_checked
@@ -336,140 +327,3 @@ class BaseReranker(ABC):
         distinct, grouped, where = group_pairs(queries, documents)
         details = self.score_many(distinct, grouped, show_progress_bar=show_progress_bar)
         return [details[q].scores[d] for q, d in where]
-
-    # ----------------------------------------------------------------- the same, for asyncio
-    @keywords_checked
-    async def ascore(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        max_document_tokens: int | None = None,
-        show_progress_bar: bool = False,
-    ) -> list[float]:
-        """:meth:`score` without blocking the event loop; cancelling the task drops work not yet started.
-
-        Example::
-
-            scores = await reranker.ascore("q", docs)
-        """
-        details = await self.ascore_details(
-            query, documents, max_document_tokens=max_document_tokens, show_progress_bar=show_progress_bar
-        )
-        return details.scores
-
-    @keywords_checked
-    async def ascore_details(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        max_document_tokens: int | None = None,
-        show_progress_bar: bool = False,
-    ) -> ScoreDetails:
-        """:meth:`score_details` without blocking the event loop.
-
-        Example::
-
-            details = await reranker.ascore_details("q", docs)
-        """
-        request = validate_one(query, documents, max_document_tokens)
-        return (await self._atraced(request, show_progress_bar))[0]
-
-    @keywords_checked
-    async def arank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        top_n: int | None = None,
-        score_threshold: float | None = None,
-        *,
-        max_document_tokens: int | None = None,
-        show_progress_bar: bool = False,
-    ) -> list[RankResult]:
-        """:meth:`rank` without blocking the event loop; concurrent calls share forward passes.
-
-        Example::
-
-            hits = await reranker.arank("q", docs, top_n=5)
-        """
-        top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
-        request = validate_one(query, documents, max_document_tokens)
-        return ranked((await self._atraced(request, show_progress_bar, top_n))[0], top_n, score_threshold)
-
-    @keywords_checked
-    async def ascore_many(
-        self,
-        queries: Sequence[str],
-        documents_per_query: Sequence[Sequence[str]],
-        *,
-        max_document_tokens: int | None = None,
-        show_progress_bar: bool | None = None,
-    ) -> list[ScoreDetails]:
-        """:meth:`score_many` without blocking the event loop.
-
-        Example::
-
-            per_query = await reranker.ascore_many(["q1", "q2"], [docs1, docs2])
-        """
-        request = validate_many(queries, documents_per_query, max_document_tokens)
-        return await self._atraced(request, _bar(show_progress_bar, request))
-
-    @keywords_checked
-    async def arank_many(
-        self,
-        queries: Sequence[str],
-        documents_per_query: Sequence[Sequence[str]],
-        top_n: int | None = None,
-        score_threshold: float | None = None,
-        *,
-        max_document_tokens: int | None = None,
-        show_progress_bar: bool | None = None,
-    ) -> list[list[RankResult]]:
-        """:meth:`rank_many` without blocking the event loop.
-
-        Example::
-
-            per_query = await reranker.arank_many(["q1", "q2"], [docs1, docs2], top_n=5)
-        """
-        top_n, score_threshold = check_top_n(top_n), check_threshold(score_threshold)
-        request = validate_many(queries, documents_per_query, max_document_tokens)
-        all_details = await self._atraced(request, _bar(show_progress_bar, request), top_n)
-        return [ranked(details, top_n, score_threshold) for details in all_details]
-
-    @keywords_checked
-    async def ascore_pairs(
-        self, queries: Sequence[str], documents: Sequence[str], *, show_progress_bar: bool | None = None
-    ) -> list[float]:
-        """:meth:`score_pairs` without blocking the event loop.
-
-        Example::
-
-            await reranker.ascore_pairs(["q1", "q2"], ["a", "b"])
-        """
-        distinct, grouped, where = group_pairs(queries, documents)
-        details = await self.ascore_many(distinct, grouped, show_progress_bar=show_progress_bar)
-        return [details[q].scores[d] for q, d in where]
-
-
-def _span_attributes(reranker: BaseReranker, request: ScoringRequest, top_n: int | None) -> dict[str, Any]:
-    return {
-        "gen_ai.operation.name": tracing.OPERATION,
-        "gen_ai.request.model": reranker.model_name,
-        "ettin.reranker": type(reranker).__name__,
-        "ettin.rerank.queries": len(request.queries),
-        "ettin.rerank.candidates": request.num_documents,
-        "ettin.rerank.top_n": top_n,
-    }
-
-
-def _result_attributes(details: list[ScoreDetails]) -> dict[str, Any]:
-    return {
-        "ettin.rerank.pairs": sum(sum(d.windows) for d in details),
-        "ettin.rerank.truncated": sum(sum(d.truncated) for d in details),
-    }
-
-
-def _bar(show_progress_bar: bool | None, request: ScoringRequest) -> bool:
-    # None: a bar only for work long enough to wait for.
-    return request.num_documents > 1000 if show_progress_bar is None else bool(show_progress_bar)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
-import time
 import uuid
 from typing import Any
 
@@ -32,9 +31,7 @@ from ..wire import (
     CohereRerankRequest,
     CohereRerankResponse,
     CohereResult,
-    ScoreData,
     ScoreRequest,
-    ScoreResponse,
     TeiRank,
     TeiRerankRequest,
 )
@@ -42,6 +39,7 @@ from .metrics import ServiceMetrics
 from .middleware import BodyLimit, RequestMetrics, error_body, fastapi_traces_requests
 from .requests import ApiError, parse_body
 from .settings import DEFAULT_REQUEST_TOKENS, ServeSettings
+from .vllm import requested_pairs, score_response
 
 __all__ = ["RerankService", "create_app"]
 
@@ -225,22 +223,7 @@ class RerankService:
 
     async def _score_pairs(self, request: Request, body: ScoreRequest) -> Any:
         """vLLM's ``/score``: one query against each text, or ``text_1[i]`` against ``text_2[i]``; input order."""
-        firsts = [body.text_1] if isinstance(body.text_1, str) else body.text_1
-        seconds = [body.text_2] if isinstance(body.text_2, str) else body.text_2
-        if len(firsts) == 1:
-            firsts = firsts * len(seconds)
-        if len(firsts) != len(seconds):
-            raise ApiError(422, f"text_1 has {len(firsts)} items and text_2 {len(seconds)}: give one text_1, or "
-                           "one per text_2 item", "Validation")  # fmt: skip
-        if len(seconds) > self.settings.max_documents:
-            raise ApiError(413, f"{len(seconds)} pairs in one request; the limit is {self.settings.max_documents}",
-                           "PayloadTooLarge")  # fmt: skip
-        try:  # named by position in the request, before grouping by query
-            check_documents(firsts, "text_1")
-            check_documents(seconds, "text_2")
-        except (InputTypeError, InvalidInputError) as exc:
-            raise ApiError(422, str(exc), "Validation") from None
-        distinct, grouped, where = group_pairs(firsts, seconds)
+        distinct, grouped, where = group_pairs(*requested_pairs(body, self.settings.max_documents))
         try:
             answers = await asyncio.gather(*(
                 self._score(request, query, texts, body.truncate_prompt_tokens, "text_2")
@@ -250,14 +233,8 @@ class RerankService:
             return Response(status_code=499)
         scored = [self.cohere_normalization.rescore(details).scores for details, _ in answers]
         tokens = sum(cost.tokens for _, cost in answers if cost is not None)
-        response = ScoreResponse(
-            id=f"score-{uuid.uuid4().hex}",
-            created=int(time.time()),
-            model=body.model or self.reranker.model_name,
-            data=[ScoreData(index=i, score=scored[q][d]) for i, (q, d) in enumerate(where)],
-            usage={"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
-        )
-        return JSONResponse(response.model_dump())
+        model = body.model or self.reranker.model_name
+        return JSONResponse(score_response(model, [scored[q][d] for q, d in where], tokens).model_dump())
 
     # ----------------------------------------------------------------- routes
     async def rerank_v2(self, request: Request) -> Any:
