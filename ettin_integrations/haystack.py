@@ -135,7 +135,7 @@ class EttinRanker:
             top_k=top_k,
             score_threshold=score_threshold,
             scale_score=scale_score,
-            meta_fields_to_embed=list(meta_fields_to_embed or []),
+            meta_fields_to_embed=[] if meta_fields_to_embed is None else meta_fields_to_embed,
             embedding_separator=embedding_separator,
             **options,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 
 
 class CohereDocument(BaseModel):
@@ -32,7 +32,7 @@ class CohereRerankRequest(BaseModel):
     top_n: int | None = Field(default=None, ge=1)
     return_documents: bool = False
     max_tokens_per_doc: int | None = Field(default=None, ge=1)
-    max_chunks_per_doc: int | None = Field(default=None, ge=1)
+    max_chunks_per_doc: StrictInt | None = Field(default=None, ge=1)  # true is not a number of chunks
     rank_fields: list[str] | None = None
 
     def texts(self) -> list[str]:

@@ -125,3 +125,20 @@ async def test_max_chunks_per_doc_on_a_truncating_service_is_one_window(engine):
     assert response.json()["results"][0]["relevance_score"] == pytest.approx(
         sigmoid(engine.score_details(QUERY, [LONG]).raw_scores[0]), abs=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    ("chunks", "status"), [(0, 422), (-1, 422), ("two", 422), (True, 422), (10**12, 200), (None, 200)]
+)
+async def test_max_chunks_per_doc_hostile_values(chunking, chunks, status):
+    async with _client(create_app(chunking)) as client:
+        response = await client.post(
+            "/v1/rerank", json={"query": QUERY, "documents": [LONG, "b"], "max_chunks_per_doc": chunks}
+        )
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert "max_chunks_per_doc" in response.json()["message"]
+    else:  # no cap, or one larger than any document: the document's own windows
+        expected = chunking.score_details(QUERY, [LONG, "b"]).raw_scores
+        got = {r["index"]: r["relevance_score"] for r in response.json()["results"]}
+        assert got[0] == pytest.approx(sigmoid(expected[0]), abs=1e-5)

@@ -213,3 +213,20 @@ def test_options_read_back_as_attributes(tiny_checkpoint):
     assert (ranker.top_k, ranker.max_length, ranker.scale_score, ranker.model) == (3, 128, False, tiny_checkpoint)
     with pytest.raises(AttributeError):
         ranker.no_such_option  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "words"),
+    [
+        ({"top_n": 3}, InputTypeError, "did you mean top_k"),
+        ({"top_k": "all"}, InvalidInputError, "top_k"),
+        ({"max_length": -5}, InvalidInputError, "max_length"),
+        ({"model": "/no/such/model"}, Exception, "does not exist"),
+        ({"meta_fields_to_embed": "title"}, InvalidInputError, "meta_fields_to_embed"),
+    ],
+)
+def test_a_hostile_or_damaged_pipeline_file_is_refused_naming_the_field(tiny_checkpoint, change, error, words):
+    data = EttinRanker(tiny_checkpoint, device="cpu").to_dict()
+    data["init_parameters"].update(change)
+    with pytest.raises(error, match=words):
+        EttinRanker.from_dict(data)

@@ -108,6 +108,22 @@ def test_one_trace_from_client_through_service_to_engine_pass(spans, service):
     assert engine_pass.attributes["ettin.pass.forward_seconds"] > 0
 
 
+@pytest.mark.parametrize(
+    "traceparent", ["garbage", "00-" + "0" * 32 + "-" + "0" * 16 + "-01", "00-" + "f" * 5000, "\u00e9" * 10]
+)
+def test_a_malformed_traceparent_starts_a_new_trace_and_scores_as_usual(spans, service, traceparent):
+    import httpx
+
+    url, _ = service
+    spans.clear()
+    headers = {"traceparent": traceparent.encode("utf-8")}  # bytes: sent as they are, non-ASCII included
+    response = httpx.post(f"{url}/rerank", json={"query": QUERY, "texts": DOCUMENTS[:3]}, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    finished = spans.get_finished_spans()
+    assert finished and len({s.context.trace_id for s in finished}) == 1
+    assert all(s.context.trace_id != 0 for s in finished)
+
+
 def test_a_merged_pass_links_every_request_it_serves(spans, tiny_checkpoint):
     import asyncio
 
