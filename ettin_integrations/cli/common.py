@@ -75,11 +75,14 @@ def offline(requested: bool = False) -> bool:
 _OPTION_NAMES = tuple(EngineFields.option_names())
 
 
-def as_flags(message: str) -> str:
-    """Rephrase option names in a Python error as the CLI flags that set them."""
-    message = re.sub(r"`?\b(local_files_only|trust_remote_code)=True`?", lambda m: flag(m.group(1)), message)
+def as_flags(message: str, model_flag: str = "--model", offline_flag: str = "--local-files-only") -> str:
+    """Rephrase option names in a Python error as the CLI flags that set them (a command that names its
+    models and its offline switch otherwise, as ``distill`` does, passes its own)."""
+    message = message.replace("model='DIR'", f"{model_flag} DIR")
+    message = re.sub(r"`?\blocal_files_only=True`?", offline_flag, message)
+    message = re.sub(r"`?\btrust_remote_code=True`?", flag("trust_remote_code"), message)
     message = re.sub(r"\b(" + "|".join(_OPTION_NAMES) + r")=", lambda m: flag(m.group(1)) + " ", message)
-    return message.replace("model='", "--model '")
+    return message.replace("model='", f"{model_flag} '")
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -99,7 +102,7 @@ def make_reranker(args: argparse.Namespace) -> Reranker:
         message = f"Could not load {exc.model!r}: {exc.reason.rstrip('.')}."
         if exc.hub_unreachable:
             message += f" {OFFLINE_HINT}."
-        raise CliError(as_flags(message.replace("model='DIR'", "--model DIR"))) from None
+        raise CliError(as_flags(message)) from None
     except Exception as exc:  # any load failure is the user's input to fix: one line, exit 2
         raise CliError(as_flags(" ".join(str(exc).split()) or repr(exc))) from None
 

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
                 overwrite=args.overwrite,
             )
     except (DatasetError, ValueError, OSError, TrainingDiverged) as exc:
-        raise CliError(_in_distill_flags(as_flags(" ".join(str(exc).split())))) from None
+        raise CliError(as_flags(" ".join(str(exc).split()), "--student", "--offline")) from None
     if args.json:
         summary = report.to_dict()
         summary.pop("log_history")
@@ -140,10 +140,4 @@ def _check_models(args: argparse.Namespace, local_files_only: bool) -> None:
             check_local_model(model)
             prepare_hub_model(model, None, local_files_only)
         except ModelLoadError as exc:
-            reason = " ".join(str(exc).split()).replace("model='DIR'", f"{flag} DIR")
-            raise CliError(_in_distill_flags(f"{flag} {name}: {reason}")) from None
-
-
-def _in_distill_flags(message: str) -> str:
-    """Distill spells its options its own way: --teacher / --student for models, --offline for the cache."""
-    return message.replace("--local-files-only", "--offline").replace("--model ", "--student ")
+            raise CliError(f"{flag} {name}: " + as_flags(" ".join(str(exc).split()), flag, "--offline")) from None
