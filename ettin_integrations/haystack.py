@@ -227,11 +227,8 @@ class EttinRanker:
         ``top_k``, ``scale_score`` and ``score_threshold`` override the component's own for this call.
         """
         unique, texts, settings = self._inputs(query, documents, top_k, scale_score, score_threshold)
-        if not texts:
-            return {"documents": []}
-        self.warm_up()
-        assert self._reranker is not None
-        return {"documents": self._outputs(unique, self._reranker.rank(query, texts), *settings)}
+        results = self._ready().rank(query, texts) if texts else []
+        return {"documents": self._outputs(unique, results, *settings)}
 
     @component.output_types(documents=list[Document])
     async def run_async(
@@ -244,11 +241,13 @@ class EttinRanker:
     ) -> dict[str, list[Document]]:
         """:meth:`run` for ``AsyncPipeline``: the model runs off the event loop."""
         unique, texts, settings = self._inputs(query, documents, top_k, scale_score, score_threshold)
-        if not texts:
-            return {"documents": []}
+        results = await self._ready().arank(query, texts) if texts else []
+        return {"documents": self._outputs(unique, results, *settings)}
+
+    def _ready(self) -> Reranker:
         self.warm_up()
         assert self._reranker is not None
-        return {"documents": self._outputs(unique, await self._reranker.arank(query, texts), *settings)}
+        return self._reranker
 
     # ----------------------------------------------------------------- translation
     def _inputs(
