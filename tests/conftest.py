@@ -23,6 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from ettin_integrations import BaseReranker
+from ettin_integrations.normalization import Normalization
+from ettin_integrations.pipeline.validation import ScoringRequest
+from ettin_integrations.results import ScoreDetails
 from ettin_integrations.testing import build_checkpoint
 
 QUERY = "how many people live in berlin"
@@ -118,6 +122,56 @@ async def await_while_ticking(awaitable):
         stop.set()
         await task
     return result, ticks, elapsed
+
+
+class WordOverlap(BaseReranker):
+    """A third backend in a dozen lines: raw score = shared words (an exact, checkable ranking)."""
+
+    model_name = "word-overlap"
+
+    def __init__(self, normalize: str | None = None) -> None:
+        self._normalization = Normalization(normalize)
+        self.requests: list[ScoringRequest] = []
+
+    @property
+    def normalization(self) -> Normalization:
+        return self._normalization
+
+    def _score_request(self, request: ScoringRequest, show_progress_bar: bool) -> list[ScoreDetails]:
+        self.requests.append(request)
+        out = []
+        for query, docs in zip(request.queries, request.documents_per_query):
+            words = set(query.lower().split())
+            raw = [float(len(words & set(d.lower().split()))) for d in docs]
+            out.append(self.normalization.details(raw, [False] * len(docs), [1] * len(docs)))
+        return out
+
+
+@contextmanager
+def serving_in_thread(app, **config):
+    """``app`` served by uvicorn in a thread of this process on 127.0.0.1 (its logs reach caplog, its spans
+    this process's exporter); yields the URL, stops the server after."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start within 60 s"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 @contextmanager

@@ -10,13 +10,10 @@ import re
 import time
 
 import pytest
-from conftest import DOCUMENTS, QUERY
+from conftest import DOCUMENTS, QUERY, WordOverlap
 
 from ettin_integrations import BaseReranker, EttinReranker, RemoteReranker, Reranker
 from ettin_integrations.errors import InputTypeError, InvalidInputError, InvalidResponseError, ServiceUnreachableError
-from ettin_integrations.normalization import Normalization
-from ettin_integrations.pipeline.validation import ScoringRequest
-from ettin_integrations.results import ScoreDetails
 
 httpx = pytest.importorskip("httpx")
 
@@ -28,29 +25,6 @@ PUBLIC = [  # BaseReranker's own and what it mixes in (the asyncio forms)
 ]
 #: What a backend may override: how it describes itself and reports passes; everything else is the API.
 HOOKS = {"describe", "add_pass_listener", "cost", "chunk_token_cap"}
-
-
-class WordOverlap(BaseReranker):
-    """A third backend in a dozen lines: raw score = shared words (an exact, checkable ranking)."""
-
-    model_name = "word-overlap"
-
-    def __init__(self, normalize: str | None = None) -> None:
-        self._normalization = Normalization(normalize)
-        self.requests: list[ScoringRequest] = []
-
-    @property
-    def normalization(self) -> Normalization:
-        return self._normalization
-
-    def _score_request(self, request: ScoringRequest, show_progress_bar: bool) -> list[ScoreDetails]:
-        self.requests.append(request)
-        out = []
-        for query, docs in zip(request.queries, request.documents_per_query):
-            words = set(query.lower().split())
-            raw = [float(len(words & set(d.lower().split()))) for d in docs]
-            out.append(self.normalization.details(raw, [False] * len(docs), [1] * len(docs)))
-        return out
 
 
 def _expected_order(query: str, docs: list[str]) -> list[int]:

@@ -11,7 +11,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from conftest import QUERY
+from conftest import QUERY, WordOverlap
 
 from ettin_integrations import EttinReranker
 from ettin_integrations.serving import ServeSettings, create_app
@@ -155,3 +155,115 @@ async def test_docs_follow_the_key_and_health_answers_head(engine):
         described = await client.get("/openapi.json", headers={"Authorization": f"Bearer {KEY}"})
         assert described.status_code == 200 and "/rerank" in described.json()["paths"]
         assert (await client.head("/health")).status_code == 200
+
+
+# ----------------------------------------------------------------------------- round three (issue 27)
+async def test_the_token_budget_is_per_http_request_whatever_its_shape(engine):
+    """vLLM's /score with one distinct text_1 per pair used to be checked one query at a time (38x the limit)."""
+    doc = "the city by the river " * 20
+    queries = [f"{QUERY} {i}" for i in range(20)]
+    per_pair = max(engine.cost(q, [doc]).tokens for q in queries)
+    limit = per_pair * 5  # every request below asks for 20 pairs: about 4x the budget, each pair well under it
+    shapes = {
+        "/v2/rerank": {"query": QUERY, "documents": [doc] * 20},
+        "/v1/rerank": {"query": QUERY, "documents": [{"text": doc}] * 20},
+        "/rerank": {"query": QUERY, "texts": [doc] * 20, "truncate": True},
+        "/score": {"text_1": QUERY, "text_2": [doc] * 20},
+        "/v1/score": {"text_1": queries, "text_2": [doc] * 20},
+    }
+    async with _client(create_app(engine, ServeSettings(max_request_tokens=limit))) as client:
+        passes = engine.batching.stats.passes
+        for route, body in shapes.items():
+            refused = await client.post(route, json=body)
+            assert f"limit is {limit} tokens" in _protocol_error(refused, 413)["message"], route
+        distinct = await client.post("/score", json={"text_1": queries, "text_2": [doc] * 20})
+        assert f"limit is {limit} tokens" in _protocol_error(distinct, 413)["message"]
+        assert engine.batching.stats.passes == passes  # refused before any model work
+        fits = await client.post("/score", json={"text_1": queries[:4], "text_2": [doc] * 4})
+        assert fits.status_code == 200, fits.text
+        expected = sum(engine.cost(q, [doc]).tokens for q in queries[:4])
+        assert fits.json()["usage"]["prompt_tokens"] == expected  # the whole body, counted once
+
+
+async def test_returned_documents_are_what_the_client_sent(engine):
+    sent = [{"text": "Berlin is a city", "id": "doc-1", "meta": {"lang": "en"}}, "a plain string"]
+    async with _client(create_app(engine)) as client:
+        for route in ("/v1/rerank", "/v2/rerank"):
+            body = (await client.post(route, json={"query": QUERY, "documents": sent, "return_documents": True})).json()
+            returned = {r["index"]: r["document"] for r in body["results"]}
+            assert returned == {0: sent[0], 1: {"text": "a plain string"}}, route
+
+
+class _Slow(WordOverlap):
+    """Takes seconds per request: a client can leave while its request waits."""
+
+    async def _ascore_request(self, request, show_progress_bar):
+        await asyncio.sleep(3)
+        return self._score_request(request, show_progress_bar)
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _send_and_leave(url: str, path: str, body: bytes, sent: int, linger: float) -> None:
+    """A raw HTTP/1.1 POST that sends ``sent`` bytes of ``body`` and closes the connection after ``linger``."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+        sock.sendall(head + body[:sent])
+        time.sleep(linger)
+
+
+def _settled_metrics(url: str, name: str, expected: float, **labels: str) -> str:
+    deadline = time.monotonic() + 20
+    while True:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        if _metric(text, name, **labels) >= expected or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
+
+
+ROUTES = {
+    "/v2/rerank": {"query": QUERY, "documents": ["a", "b"]},
+    "/v1/rerank": {"query": QUERY, "documents": ["a", "b"]},
+    "/rerank": {"query": QUERY, "texts": ["a", "b"]},
+    "/score": {"text_1": QUERY, "text_2": ["a", "b"]},
+    "/v1/score": {"text_1": [QUERY, "x"], "text_2": ["a", "b"]},
+}
+
+
+def test_a_client_leaving_mid_body_is_a_disconnect_not_a_server_error(engine, caplog):
+    from conftest import serving_in_thread
+
+    caplog.set_level("INFO")
+    with serving_in_thread(create_app(engine), log_config=None) as url:
+        for route, body in ROUTES.items():
+            payload = json.dumps(body).encode()
+            for _ in range(5):
+                _send_and_leave(url, route, payload, sent=len(payload) // 2, linger=0.1)
+        metrics = _settled_metrics(url, "ettin_client_disconnects_total", 5 * len(ROUTES))
+    for route in ROUTES:
+        assert _metric(metrics, "ettin_requests_total", route=route, status="499") == 5, (route, metrics)
+        assert _metric(metrics, "ettin_requests_total", route=route, status="500") == 0, route
+    assert _metric(metrics, "ettin_client_disconnects_total") == 5 * len(ROUTES)
+    noisy = [r for r in caplog.records if r.levelno >= 30 or "Traceback" in r.getMessage() or r.exc_info]
+    assert not noisy, [r.getMessage()[:200] for r in noisy]
+
+
+def test_a_disconnect_counts_once_per_request_whatever_its_shape(caplog):
+    from conftest import serving_in_thread
+
+    body = json.dumps({"text_1": [f"query {i}" for i in range(40)], "text_2": ["a passage"] * 40}).encode()
+    with serving_in_thread(create_app(_Slow()), log_config=None) as url:
+        _send_and_leave(url, "/score", body, sent=len(body), linger=0.5)  # the whole body, then leave while waiting
+        metrics = _settled_metrics(url, "ettin_requests_total", 1, route="/score", status="499")
+    assert _metric(metrics, "ettin_client_disconnects_total") == 1
+    assert _metric(metrics, "ettin_requests_total", route="/score", status="499") == 1
+    assert _metric(metrics, "ettin_inflight_pairs") == 0

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
-from conftest import DOCUMENTS, QUERY
+from conftest import DOCUMENTS, QUERY, serving_in_thread
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -36,24 +33,11 @@ def spans():
 @pytest.fixture()
 def service(tiny_checkpoint):
     """The real service in this process (so its spans reach the same exporter), on 127.0.0.1."""
-    import uvicorn
-
     from ettin_integrations.serving import create_app
 
     engine = EttinReranker(tiny_checkpoint, device="cpu")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}", engine
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving_in_thread(create_app(engine)) as url:
+        yield url, engine
 
 
 def test_one_trace_from_client_through_service_to_engine_pass(spans, service):

@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..contract import Reranker
@@ -42,10 +43,6 @@ from .settings import DEFAULT_REQUEST_TOKENS, ServeSettings
 from .vllm import requested_pairs, score_response
 
 __all__ = ["RerankService", "create_app"]
-
-
-class _ClientGone(Exception):
-    pass
 
 
 async def _disconnected(request: Request) -> None:
@@ -86,6 +83,7 @@ class RerankService:
         app.add_middleware(RequestMetrics, metrics=self.metrics, trace=not fastapi_traces_requests())
         app.add_exception_handler(ApiError, self._api_error)  # type: ignore[arg-type]
         app.add_exception_handler(RequestValidationError, self._invalid)  # type: ignore[arg-type]
+        app.add_exception_handler(ClientDisconnect, self._client_gone)  # type: ignore[arg-type]
         guarded = [Depends(self._authorize)]
         app.post("/v2/rerank", dependencies=guarded, summary="Cohere v2 rerank")(self.rerank_v2)
         app.post("/v1/rerank", dependencies=guarded, summary="Cohere v1 rerank")(self.rerank_v1)
@@ -115,6 +113,12 @@ class RerankService:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.message, exc.error_type), status_code=exc.status, headers=exc.headers)
 
+    async def _client_gone(self, request: Request, exc: ClientDisconnect) -> Response:
+        """The client left (mid-body, or while its request waited): counted once per request, answered 499
+        (nobody reads it; the metrics do), and not logged as a server error."""
+        self.metrics.disconnects.inc()
+        return Response(status_code=499)
+
     @staticmethod
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Never echo the input back (it may be huge, or not encodable as JSON).
@@ -123,64 +127,75 @@ class RerankService:
 
     # ----------------------------------------------------------------- scoring
     async def _score(
-        self, request: Request, query: str, texts: list[str], cap: int | None, field: str, whole: bool = False
-    ) -> tuple[ScoreDetails, RequestCost | None]:
-        """Admit, score and account for one request (its details, and its cost when the backend counts it);
-        raises ``ApiError`` or ``_ClientGone``.
+        self, request: Request, groups: list[tuple[str, list[str]]], cap: int | None, field: str, whole: bool = False
+    ) -> tuple[list[ScoreDetails], RequestCost | None]:
+        """Admit, score and account for one HTTP request, whatever its shape: ``groups`` are its queries, each
+        with its texts (one group for Cohere and TEI, one per distinct ``text_1`` for vLLM's ``/score``).
+        Returns each group's details and the whole request's cost (when the backend counts it); raises
+        ``ApiError``, or ``ClientDisconnect`` when the client leaves first.
 
         ``whole``: refuse (413) a text that would be truncated (TEI's ``truncate=false``), before scoring.
         """
         try:  # named in the request's own terms (texts[3], documents[3]) before any work is queued
-            check_query(query)
-            check_documents(texts, field)
+            for query, texts in groups:
+                check_query(query)
+                check_documents(texts, field)
         except (InputTypeError, InvalidInputError) as exc:
             raise ApiError(422, str(exc), "Validation") from None
         settings = self.settings
-        if len(texts) > settings.max_documents:
-            raise ApiError(413, f"{len(texts)} documents in one request; the limit is {settings.max_documents}",
+        pairs = sum(len(texts) for _, texts in groups)
+        if pairs > settings.max_documents:
+            raise ApiError(413, f"{pairs} documents in one request; the limit is {settings.max_documents}",
                            "PayloadTooLarge")  # fmt: skip
-        if not texts:
-            return ScoreDetails([], [], [], []), RequestCost(0, 0, [])
-        cost = await self._admit(query, texts, cap, field, whole)
-        if self.inflight_pairs + len(texts) > settings.max_queued_pairs:
+        if not pairs:
+            return [ScoreDetails([], [], [], []) for _ in groups], RequestCost(0, 0, [])
+        cost = await self._admit(groups, cap, field, whole)
+        if self.inflight_pairs + pairs > settings.max_queued_pairs:
             raise ApiError(503, "the service is at capacity; retry shortly", "Overloaded",
                            {"Retry-After": str(settings.retry_after_seconds)})  # fmt: skip
-        self.inflight_pairs += len(texts)
+        self.inflight_pairs += pairs
         self.inflight_requests += 1
         try:
-            work = asyncio.ensure_future(self.reranker.ascore_many([query], [texts], max_document_tokens=cap))
+            queries, texts_per_query = [q for q, _ in groups], [t for _, t in groups]
+            work = asyncio.ensure_future(self.reranker.ascore_many(queries, texts_per_query, max_document_tokens=cap))
             gone = asyncio.ensure_future(_disconnected(request))
             await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
                 work.cancel()  # queued work is dropped; a pass already running finishes for the others
-                self.metrics.disconnects.inc()
-                raise _ClientGone
+                raise ClientDisconnect
             gone.cancel()
             try:
-                details = work.result()[0]
+                details = work.result()
             except (TypeError, ValueError) as exc:
                 raise ApiError(422, str(exc), "Validation") from None
         finally:
-            self.inflight_pairs -= len(texts)
+            self.inflight_pairs -= pairs
             self.inflight_requests -= 1
-        self.metrics.pairs.inc(len(texts))
+        self.metrics.pairs.inc(pairs)
         return details, cost
 
     async def _admit(
-        self, query: str, texts: list[str], cap: int | None, field: str, whole: bool
+        self, groups: list[tuple[str, list[str]]], cap: int | None, field: str, whole: bool
     ) -> RequestCost | None:
-        """Refuse, before any model work, a request over the token budget or with a text that must not be cut."""
-        big = len(texts) > 16 or sum(map(len, texts)) > 65536
-        cost = (await asyncio.to_thread(self.reranker.cost, query, texts, max_document_tokens=cap) if big
-                else self.reranker.cost(query, texts, max_document_tokens=cap))  # fmt: skip
-        if cost is None:  # a backend that cannot count: the document limit is all there is
+        """The one place a request's cost is counted: the whole body, every query with its texts, against the
+        token budget, before any model work; and, for ``whole``, refuse a text that must not be cut."""
+        big = sum(len(t) for _, t in groups) > 16 or sum(len(q) + sum(map(len, t)) for q, t in groups) > 65536
+
+        def count() -> list[RequestCost | None]:
+            return [self.reranker.cost(query, texts, max_document_tokens=cap) for query, texts in groups]
+
+        costs = await asyncio.to_thread(count) if big else count()
+        if any(cost is None for cost in costs):  # a backend that cannot count: the document limit is all there is
             return None
-        if cost.tokens > self.max_request_tokens:
-            raise ApiError(413, f"this request would make the model read {cost.tokens} tokens ({cost.pairs} pairs); "
+        counted = [cost for cost in costs if cost is not None]
+        total = RequestCost(sum(c.tokens for c in counted), sum(c.pairs for c in counted),
+                            [flag for c in counted for flag in c.truncated])  # fmt: skip
+        if total.tokens > self.max_request_tokens:
+            raise ApiError(413, f"this request would make the model read {total.tokens} tokens ({total.pairs} pairs); "
                            f"the limit is {self.max_request_tokens} tokens per request", "PayloadTooLarge")  # fmt: skip
-        if whole and any(cost.truncated):
-            self._refuse_truncated(cost.truncated, field)
-        return cost
+        if whole and any(total.truncated):
+            self._refuse_truncated(total.truncated, field)
+        return total
 
     def _refuse_truncated(self, truncated: list[bool], field: str) -> None:
         first = truncated.index(True)
@@ -196,15 +211,12 @@ class RerankService:
             except (TypeError, ValueError) as exc:
                 raise ApiError(422, f"query: {exc}", "Validation") from None
             cap = chunk_cap if cap is None else min(cap, chunk_cap or cap)
-        try:
-            details, cost = await self._score(request, body.query, texts, cap, "documents")
-        except _ClientGone:
-            return Response(status_code=499)
+        (details,), cost = await self._score(request, [(body.query, texts)], cap, "documents")
         results = [
             CohereResult(
                 index=r.index,
                 relevance_score=r.score,
-                document=CohereDocument(text=texts[r.index]) if body.return_documents else None,
+                document=_as_sent(body.documents[r.index]) if body.return_documents else None,
             )
             for r in ranked(self.cohere_normalization.rescore(details), body.top_n, None)
         ]
@@ -222,17 +234,13 @@ class RerankService:
         return JSONResponse(response.model_dump(exclude_none=True))
 
     async def _score_pairs(self, request: Request, body: ScoreRequest) -> Any:
-        """vLLM's ``/score``: one query against each text, or ``text_1[i]`` against ``text_2[i]``; input order."""
+        """vLLM's ``/score``: one query against each text, or ``text_1[i]`` against ``text_2[i]``; input order.
+        The pairs are grouped by distinct ``text_1`` and admitted, scored and counted as one request."""
         distinct, grouped, where = group_pairs(*requested_pairs(body, self.settings.max_documents))
-        try:
-            answers = await asyncio.gather(*(
-                self._score(request, query, texts, body.truncate_prompt_tokens, "text_2")
-                for query, texts in zip(distinct, grouped)
-            ))  # fmt: skip
-        except _ClientGone:
-            return Response(status_code=499)
-        scored = [self.cohere_normalization.rescore(details).scores for details, _ in answers]
-        tokens = sum(cost.tokens for _, cost in answers if cost is not None)
+        details, cost = await self._score(request, list(zip(distinct, grouped)), body.truncate_prompt_tokens,
+                                          "text_2")  # fmt: skip
+        scored = [self.cohere_normalization.rescore(d).scores for d in details]
+        tokens = cost.tokens if cost is not None else 0
         model = body.model or self.reranker.model_name
         return JSONResponse(score_response(model, [scored[q][d] for q, d in where], tokens).model_dump())
 
@@ -255,11 +263,8 @@ class RerankService:
     async def rerank_tei(self, request: Request) -> Any:
         """TEI rerank: ``[{index, score, text?}]`` best first; ``raw_scores`` gives the logits."""
         body = await parse_body(request, TeiRerankRequest, "texts", self.settings.max_documents)
-        try:
-            details, _ = await self._score(request, body.query, body.texts, body.max_tokens_per_doc, "texts",
-                                           whole=not body.truncate)  # fmt: skip
-        except _ClientGone:
-            return Response(status_code=499)
+        (details,), _ = await self._score(request, [(body.query, body.texts)], body.max_tokens_per_doc, "texts",
+                                          whole=not body.truncate)  # fmt: skip
         if not body.truncate and any(details.truncated):  # a backend that could not tell before scoring
             self._refuse_truncated(details.truncated, "texts")
         normalization = self.cohere_normalization.as_raw() if body.raw_scores else self.cohere_normalization
@@ -296,6 +301,11 @@ class RerankService:
     async def prometheus(self) -> Response:
         """Prometheus text format."""
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _as_sent(document: str | CohereDocument) -> CohereDocument:
+    """A returned document as the client sent it (Cohere's and Jina's objects keep every field)."""
+    return document if isinstance(document, CohereDocument) else CohereDocument(text=document)
 
 
 def create_app(reranker: Reranker, settings: ServeSettings | None = None) -> FastAPI:
