@@ -83,6 +83,15 @@ _KNOWN_MISTAKES = {
 }
 
 
+#: ``num_threads`` is bounded by this many threads per core of the machine: more only adds contention.
+THREADS_PER_CORE = 4
+
+
+def max_threads() -> int:
+    """The most ``num_threads`` a configuration may ask for on this machine."""
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
 def unknown_option_message(owner: str, unknown: list[str], known: list[str]) -> str:
     """``Unknown option(s) for OWNER: x (did you mean y?)`` for names a model does not declare."""
     parts = []
@@ -99,9 +108,11 @@ def describe_validation_error(owner: str, error: ValidationError) -> str:
     """One short line per bad option, without pydantic's URLs."""
     lines = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "options"
         message = str(item["msg"]).removeprefix("Value error, ")
-        lines.append(f"{where}={item.get('input')!r}: {message}")
+        if item["loc"]:
+            lines.append(f"{'.'.join(str(p) for p in item['loc'])}={item.get('input')!r}: {message}")
+        else:  # a rule across options: its message names them (the input would be every option)
+            lines.append(message)
     return f"Invalid option(s) for {owner}: " + "; ".join(lines)
 
 
@@ -202,6 +213,16 @@ class EngineFields(BaseModel):
         default=None,
         description="Extra keyword arguments for the transformers model (can override dtype / attn_implementation).",
     )
+
+    @field_validator("num_threads")
+    @classmethod
+    def _sane_thread_count(cls, value: int | None) -> int | None:
+        # torch takes any number and then crawls (or segfaults in a matmul) with 100000 threads.
+        limit = max_threads()
+        if value is not None and value > limit:
+            raise ValueError(f"must be at most {limit} ({THREADS_PER_CORE} per core of the {os.cpu_count() or 1} "
+                             "this machine has); leave it unset to use the usable cores")  # fmt: skip
+        return value
 
     @field_validator("model", mode="before")
     @classmethod

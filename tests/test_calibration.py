@@ -6,6 +6,8 @@ import io
 import json
 import math
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,66 @@ def test_calibrate_on_the_tiny_beir_folder(trained_tiny, capsys):
 def test_calibrate_flags_are_checked_before_any_work(flags, words, capsys):
     status, _ = _calibrate(str(TINY_BEIR), "--model", "/nonexistent-model", *flags)
     assert status == 2 and words in capsys.readouterr().err
+
+
+def _beir_copy(tmp_path: Path, qrels: bytes | None = None, corpus_extra: str = "", queries_extra: str = "") -> Path:
+    folder = tmp_path / "beir"
+    shutil.copytree(TINY_BEIR, folder)
+    if qrels is not None:
+        (folder / "qrels" / "test.tsv").write_bytes(qrels)
+    with (folder / "corpus.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(corpus_extra)
+    with (folder / "queries.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(queries_extra)
+    return folder
+
+
+def _first_corpus_id() -> str:
+    return json.loads((TINY_BEIR / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[0])["_id"]
+
+
+def _first_query_id() -> str:
+    return json.loads((TINY_BEIR / "queries.jsonl").read_text(encoding="utf-8").splitlines()[0])["_id"]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"qrels": b"query-id\tcorpus-id\tscore\n"}, "has no judgements"),
+        ({"qrels": b"query-id\tcorpus-id\tscore\nq1\td\xe9j\xe0\t1\n"}, "not UTF-8"),
+        ({"corpus_extra": "DUP_CORPUS"}, "is already used on line 1"),
+        ({"queries_extra": "DUP_QUERY"}, "is already used on line 1"),
+    ],
+)
+def test_calibrate_names_a_broken_dataset_in_one_line(tmp_path, change, words, capsys):
+    if change.get("corpus_extra") == "DUP_CORPUS":
+        change = {"corpus_extra": json.dumps({"_id": _first_corpus_id(), "text": "another text"}) + "\n"}
+    if change.get("queries_extra") == "DUP_QUERY":
+        change = {"queries_extra": json.dumps({"_id": _first_query_id(), "text": "another query"}) + "\n"}
+    folder = _beir_copy(tmp_path, **change)
+    status, _ = _calibrate(str(folder), "--model", "/nonexistent-model")
+    err = capsys.readouterr().err
+    assert status == 2 and words in err, err
+    assert err.count("ettin-rerank: error:") == 1 and "Traceback" not in err
+
+
+def test_a_qrels_file_with_a_byte_order_mark_reads_as_without():
+    from ettin_integrations.evaluation import load_beir
+
+    plain = load_beir(TINY_BEIR)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = _beir_copy(Path(tmp), qrels=b"\xef\xbb\xbf" + (TINY_BEIR / "qrels" / "test.tsv").read_bytes())
+        assert load_beir(folder).qrels == plain.qrels
+
+
+def test_paste_ready_shell_lines_quote_the_model_path():
+    import shlex
+
+    from ettin_integrations.cli.calibrate import paste_ready
+
+    hostile = "/models/my model; touch /tmp/pwned $(id)"
+    lines = paste_ready(hostile, 5.5, 1.2, 0.4)
+    for surface in ("service", "CLI"):
+        words = shlex.split(lines[surface])
+        assert words[words.index("--model") + 1] == hostile, lines[surface]
+    assert repr(hostile) in lines["engine"]

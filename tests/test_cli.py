@@ -228,3 +228,53 @@ def test_testing_module_says_which_tokenizer_it_used(tmp_path):
         [sys.executable, "-m", "ettin_integrations.testing", "--help"], capture_output=True, text=True, timeout=60
     )
     assert "--tokenizer" in helped.stdout and "RANDOM" in helped.stdout and "output directory" in helped.stdout
+
+
+# ----------------------------------------------------------------------------- round three (issue 27)
+@pytest.mark.parametrize(
+    ("argv", "env", "words"),
+    [
+        (["--api-key", ""], {}, "--api-key is set but empty"),
+        ([], {"ETTIN_API_KEY": ""}, "ETTIN_API_KEY is set but empty"),
+        ([], {"ETTIN_API_KEY": "two words"}, "ETTIN_API_KEY: the API key must be visible ASCII"),
+        (["--body-timeout-seconds", "nan"], {}, "--body-timeout-seconds: Input should be a finite number"),
+        (["--port", "99999", "--max-documents", "0"], {}, "--port: Input should be less than or equal to 65535; "),
+    ],
+)
+def test_serve_settings_are_refused_in_flags_before_any_work(monkeypatch, capsys, argv, env, words):
+    """An empty key used to start the service with no key at all; setting errors were pydantic's raw text."""
+    monkeypatch.delenv("ETTIN_API_KEY", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    status = main(["serve", "--model", "/nonexistent-model", *argv])
+    err = capsys.readouterr().err
+    assert status == 2 and words in err, err
+    assert "pydantic" not in err and "type=" not in err and err.count("\n") == 1
+
+
+def test_a_rule_across_options_is_one_sentence_not_every_option(tiny_checkpoint, capsys):
+    status = main(["rank", "--model", tiny_checkpoint, "q", "a", "--chunk-tokens", "5", "--chunk-overlap", "5"])
+    err = capsys.readouterr().err
+    assert status == 2 and "--chunk-overlap 5 must be smaller than the window" in err
+    assert "'micro_batching'" not in err and "options=" not in err
+
+
+def test_negative_infinity_is_a_value_not_a_flag(tiny_checkpoint):
+    out = io.StringIO()
+    assert main(["rank", "--model", tiny_checkpoint, QUERY, *DOCS, "--score-threshold", "-inf", "--json"], out=out) == 0
+    assert len(json.loads(out.getvalue())) == len(DOCS)
+
+
+def test_num_threads_is_bounded_by_the_machine(tiny_checkpoint, capsys):
+    from ettin_integrations.config import max_threads
+    from ettin_integrations.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=r"num_threads=100000: must be at most \d+"):
+        EttinReranker(tiny_checkpoint, num_threads=100_000)
+    started = time.monotonic()
+    assert main(["rank", "--model", tiny_checkpoint, QUERY, *DOCS, "--num-threads", "100000"]) == 2
+    assert "--num-threads 100000: must be at most" in capsys.readouterr().err
+    assert time.monotonic() - started < 60
+    assert (
+        EttinReranker(tiny_checkpoint, num_threads=max_threads(), device="cpu").options["num_threads"] == max_threads()
+    )

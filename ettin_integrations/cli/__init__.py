@@ -68,8 +68,24 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     return parser, {name: module.add_parser(commands) for name, module in COMMANDS.items()}
 
 
+#: Values argparse would take for flags (it knows ``-3`` and ``-.5`` as numbers, not ``-inf``).
+_NEGATIVE_WORDS = re.compile(r"-(inf|infinity|nan)", re.IGNORECASE)
+
+
+def _attach_negative_words(argv: list[str]) -> list[str]:
+    """``--score-threshold -inf`` -> ``--score-threshold=-inf``: the value stays the flag's."""
+    out: list[str] = []
+    for arg in argv:
+        if _NEGATIVE_WORDS.fullmatch(arg) and out and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse ``argv``; options and positional documents may be mixed in any order."""
+    argv = _attach_negative_words(list(argv))
     parser, commands = build_parser()
     position = next((i for i, arg in enumerate(argv) if arg in COMMANDS), None)
     if position is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from dataclasses import asdict
 from typing import Any, TextIO
 
@@ -67,7 +68,9 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
 
 
 def paste_ready(model: str, shift: float, temperature: float, threshold: float) -> dict[str, str]:
-    """The fitted options, written as each surface takes them."""
+    """The fitted options, written as each surface takes them (the model quoted for Python and for the shell:
+    a path with a space, ``;`` or ``$(...)`` is pasted as a path, never run)."""
+    shell_model = shlex.quote(model)
     options = f'normalize="sigmoid", normalize_shift={shift}, normalize_temperature={temperature}'
     flags = f"--normalize sigmoid --normalize-shift {shift} --normalize-temperature {temperature}"
     return {
@@ -76,6 +79,6 @@ def paste_ready(model: str, shift: float, temperature: float, threshold: float) 
         "LlamaIndex": f"EttinRerank(model={model!r}, {options}, score_threshold={threshold})",
         "Haystack": f"EttinRanker({model!r}, normalize_shift={shift}, normalize_temperature={temperature}, "
         f"score_threshold={threshold})",
-        "service": f"ettin-rerank serve --model {model} {flags}",
-        "CLI": f"ettin-rerank rank QUERY DOCS... --model {model} {flags} --score-threshold {threshold}",
+        "service": f"ettin-rerank serve --model {shell_model} {flags}",
+        "CLI": f"ettin-rerank rank QUERY DOCS... --model {shell_model} {flags} --score-threshold {threshold}",
     }

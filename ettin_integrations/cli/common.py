@@ -11,7 +11,7 @@ import re
 import sys
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..config import EngineFields, cli_options, hub_offline
 from ..contract import Reranker
@@ -83,6 +83,17 @@ def as_flags(message: str, model_flag: str = "--model", offline_flag: str = "--l
     message = re.sub(r"`?\btrust_remote_code=True`?", flag("trust_remote_code"), message)
     message = re.sub(r"\b(" + "|".join(_OPTION_NAMES) + r")=", lambda m: flag(m.group(1)) + " ", message)
     return message.replace("model='", f"{model_flag} '")
+
+
+def describe_flag_errors(error: ValidationError, **sources: str) -> str:
+    """A settings model's validation errors as the flags that set them, one clause each, without pydantic's
+    type codes and URLs (``sources`` names where a value came from when it was not a flag, e.g. a variable)."""
+    clauses = []
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else ""
+        where = sources.get(name) or (flag(name) if name else "options")
+        clauses.append(f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
+    return "; ".join(clauses)
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:

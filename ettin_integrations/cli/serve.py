@@ -7,13 +7,17 @@ import os
 import sys
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
 from ..config import cli_options
 from ..serving.settings import ServeSettings
-from .common import CliError, as_flags, common_args, engine_args, make_reranker, require
+from .common import CliError, common_args, describe_flag_errors, engine_args, make_reranker, require
 
 NAME = "serve"
 #: ``--max-length`` of a CPU service when the flag is not given (see ``run``).
 CPU_SERVICE_MAX_LENGTH = 512
+#: The environment variable that holds the service's key when ``--api-key`` is not given.
+API_KEY_ENV = "ETTIN_API_KEY"
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -29,6 +33,25 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return serve
 
 
+def serve_settings(args: argparse.Namespace) -> ServeSettings:
+    """The service's settings from the flags (and ``ETTIN_API_KEY``), errors phrased as flags.
+
+    A key that is given but empty (``--api-key "$KEY"`` with ``KEY`` unset, or ``ETTIN_API_KEY=``) is refused:
+    read as "no key" it would switch authentication off without a word.
+    """
+    values = {name: getattr(args, name) for name, *_ in cli_options(ServeSettings)}
+    source = "--api-key"
+    if values["api_key"] is None and API_KEY_ENV in os.environ:
+        values["api_key"], source = os.environ[API_KEY_ENV], API_KEY_ENV
+    if values["api_key"] is not None and not values["api_key"].strip():
+        raise CliError(f"{source} is set but empty; give a key (e.g. from `python -c 'import secrets; "
+                       f"print(secrets.token_urlsafe())'`), or {'unset' if source == API_KEY_ENV else 'leave out'} {source} to serve without one")  # fmt: skip
+    try:
+        return ServeSettings(**values)
+    except ValidationError as exc:
+        raise CliError(describe_flag_errors(exc, api_key=source)) from None
+
+
 def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     require({"fastapi": "fastapi", "uvicorn": "uvicorn", "prometheus_client": "prometheus-client"}, "serve")
     import uvicorn
@@ -36,12 +59,7 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     from ..serving.app import RerankService
     from ..serving.server import RerankServer
 
-    values = {name: getattr(args, name) for name, *_ in cli_options(ServeSettings)}
-    values["api_key"] = values["api_key"] or os.environ.get("ETTIN_API_KEY") or None
-    try:
-        settings = ServeSettings(**values)
-    except ValueError as exc:
-        raise CliError(as_flags(" ".join(str(exc).split()))) from None
+    settings = serve_settings(args)
     from ..devices import resolve_device  # torch: only once the command runs
 
     try:

@@ -69,8 +69,8 @@ def load_beir_files(
     """The same from three files: BEIR-style JSONL corpus and queries, and a qrels TSV (optional
     unless ``judged_only``)."""
     corpus_path, queries_path = Path(corpus_path), Path(queries_path)
-    corpus = {str(r["_id"]): _text(r, corpus_path, n, True) for n, r in _jsonl(corpus_path)}
-    all_queries = {str(r["_id"]): _text(r, queries_path, n, False) for n, r in _jsonl(queries_path)}
+    corpus = _by_id(corpus_path, with_title=True)
+    all_queries = _by_id(queries_path, with_title=False)
     qrels: dict[str, dict[str, int]] = {}
     if qrels_path is None:
         if judged_only:
@@ -79,22 +79,50 @@ def load_beir_files(
     qrels_path = Path(qrels_path)
     if not qrels_path.is_file():
         raise DatasetError(f"{qrels_path} is missing.")
-    with qrels_path.open(encoding="utf-8", newline="") as handle:
-        for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
-            if not row or (number == 1 and row[0] == "query-id"):
-                continue
-            if len(row) < 3:
-                raise DatasetError(f"{qrels_path}, line {number}: expected query-id, corpus-id and score.")
-            try:
-                relevance = int(row[2])
-            except ValueError:
-                raise DatasetError(f"{qrels_path}, line {number}: score {row[2]!r} is not an integer.") from None
-            qrels.setdefault(row[0], {})[row[1]] = relevance
+    qrels = _read_qrels(qrels_path)
     missing = [q for q in qrels if q not in all_queries]
     if missing:
         raise DatasetError(f"{qrels_path} judges queries absent from {queries_path}: {missing[:5]}")
     queries = {q: all_queries[q] for q in qrels} if judged_only else all_queries
     return BeirDataset(corpus=_non_empty(corpus, corpus_path), queries=queries, qrels=qrels)
+
+
+def _by_id(path: Path, with_title: bool) -> dict[str, str]:
+    """id -> text; an id given twice is refused (keeping either copy would silently drop the other)."""
+    texts: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for number, record in _jsonl(path):
+        key = str(record["_id"])
+        if key in lines:
+            raise DatasetError(f"{path}, line {number}: _id {key!r} is already used on line {lines[key]}; "
+                               "ids must be unique.")  # fmt: skip
+        texts[key], lines[key] = _text(record, path, number, with_title), number
+    return texts
+
+
+def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """query id -> doc id -> relevance, from a TSV with an optional header line (a UTF-8 BOM is allowed)."""
+    qrels: dict[str, dict[str, int]] = {}
+    number = 0
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+                if not row or (number == 1 and row[0] == "query-id"):
+                    continue
+                if len(row) < 3:
+                    raise DatasetError(f"{path}, line {number}: expected query-id, corpus-id and score.")
+                try:
+                    relevance = int(row[2])
+                except ValueError:
+                    raise DatasetError(f"{path}, line {number}: score {row[2]!r} is not an integer.") from None
+                qrels.setdefault(row[0], {})[row[1]] = relevance
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}, line {number + 1}: not UTF-8 text ({exc.reason}); save it as UTF-8.") from None
+    except csv.Error as exc:
+        raise DatasetError(f"{path}, line {number + 1}: {exc}.") from None
+    if not qrels:
+        raise DatasetError(f"{path} has no judgements (query-id, corpus-id, score lines after the header).")
+    return qrels
 
 
 def _non_empty(corpus: dict[str, str], path: Path) -> dict[str, str]:
