@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 
 from . import tracing
+from .concurrency import forking
+from .concurrency.background_loop import BackgroundLoop
 from .contract import BaseReranker
 from .errors import (
     AuthenticationError,
@@ -47,9 +49,11 @@ class RemoteReranker(BaseReranker):
     Args:
         url: Base URL of the service, e.g. ``"http://127.0.0.1:8000"``.
         api_key: Sent as ``Authorization: Bearer KEY`` when the service requires one.
-        timeout: Seconds one HTTP request may take in all (connecting, sending, waiting and reading the
-            whole answer), per attempt; a server that trickles its answer is cut off at this deadline.
-        retries: Extra attempts after a 503 (honouring ``Retry-After``) or a connection error.
+        timeout: Seconds one call may take in all: connecting, sending, waiting for and reading the whole
+            answer (headers and body, decompressed), and every retry with its pauses. A server that trickles
+            its answer is cut off at this deadline, in the synchronous and the asyncio forms alike.
+        retries: Extra attempts after a 503 (honouring ``Retry-After``) or a connection error, while the
+            deadline leaves time for them.
         backoff: First pause between attempts in seconds; doubles each time.
         max_concurrency: Requests ``rank_many`` / ``score_many`` keep in flight at once.
 
@@ -73,27 +77,36 @@ class RemoteReranker(BaseReranker):
         max_concurrency: int = 16,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise InvalidInputError(f"url must be an http(s) URL such as 'http://127.0.0.1:8000', got {url!r}.")
+            raise InvalidInputError(f"url must be an http(s) URL such as 'http://127.0.0.1:8000', got "
+                                    f"{redact_url(url) if isinstance(url, str) else url!r}.")  # fmt: skip
         if retries < 0 or timeout <= 0 or backoff < 0 or max_concurrency < 1:
             raise InvalidInputError("retries and backoff must be >= 0, timeout > 0 and max_concurrency >= 1.")
-        self.url = url.rstrip("/")
+        self._base_url = url.rstrip("/")  # what requests go to, credentials included
+        #: The service's URL as shown (messages, ``repr``, spans): credentials in it are replaced by REDACTED.
+        self.url = redact_url(self._base_url)
         self.api_key, self.timeout, self.retries, self.backoff = api_key, timeout, retries, backoff
         self.max_concurrency = max_concurrency
         self._retry = RetryPolicy(retries, backoff)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(base_url=self.url, headers=self._headers, timeout=timeout)
+        self._transport: httpx.AsyncBaseTransport | None = None  # tests put a mock transport here
         self._async_clients: weakref.WeakKeyDictionary[Any, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+        self._loop = BackgroundLoop()  # where synchronous calls run their exchange, under the same deadline
         self._info: dict[str, Any] | None = None
         self._normalization: Normalization | None = None
+        forking.register(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             RemoteReranker,
-            (self.url, self.api_key, self.timeout, self.retries, self.backoff, self.max_concurrency),
+            (self._base_url, self.api_key, self.timeout, self.retries, self.backoff, self.max_concurrency),
         )
 
     def __repr__(self) -> str:
         return f"RemoteReranker(url={self.url!r})"
+
+    def reset_after_fork(self) -> None:
+        # Connections (and the loop they belong to) are the parent's; the child opens its own.
+        self._async_clients = weakref.WeakKeyDictionary()
 
     # ----------------------------------------------------------------- what serves us
     @property
@@ -103,6 +116,9 @@ class RemoteReranker(BaseReranker):
             info = self._request("GET", "/info")
             if not isinstance(info, dict) or not isinstance(info.get("options"), dict):
                 raise InvalidResponseError("/info is not an object with 'options'", url=self.url)
+            length = info.get("max_length")
+            if length is not None and (type(length) is not int or not 0 < length < 1 << 31):
+                raise InvalidResponseError(f"/info max_length {length!r:.40} is not a positive integer", url=self.url)
             self._info = info
         return self._info
 
@@ -121,7 +137,7 @@ class RemoteReranker(BaseReranker):
         if self._normalization is None:
             try:
                 self._normalization = Normalization.from_dict(self.info.get("normalization"))
-            except ValueError as exc:
+            except (ValueError, TypeError, OverflowError) as exc:  # e.g. a 400-digit shift
                 raise InvalidResponseError(f"/info normalization: {exc}", url=self.url) from None
         return self._normalization
 
@@ -131,15 +147,18 @@ class RemoteReranker(BaseReranker):
 
     @property
     def max_length(self) -> int:
+        if "max_length" not in self.info:
+            raise InvalidResponseError("/info has no max_length", url=self.url)
         return int(self.info["max_length"])
 
     def describe(self) -> dict[str, Any]:
         return {**self.info, "url": self.url}
 
     def close(self) -> None:
-        """Close the connection pool (the object stays usable: it reconnects on demand)."""
-        self._client.close()
-        self._client = httpx.Client(base_url=self.url, headers=self._headers, timeout=self.timeout)
+        """Close the connections of synchronous calls (the object stays usable: it reconnects on demand)."""
+        client = self._async_clients.pop(self._loop.loop(), None)
+        if client is not None:
+            self._loop.run(client.aclose())
 
     # ----------------------------------------------------------------- the contract's one method
     def _score_request(self, request: ScoringRequest, show_progress_bar: bool) -> list[ScoreDetails]:
@@ -195,79 +214,67 @@ class RemoteReranker(BaseReranker):
         return self.normalization.details(raw, truncated, windows)
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None, count: int = 0) -> Any:
-        for attempt in itertools.count():
-            try:
-                outcome: Answer | httpx.TransportError = self._send(method, path, body, _answer_limit(count))
-            except httpx.TransportError as exc:
-                outcome = exc
-            pause = self._retry.pause(attempt, outcome)
-            if pause is None:
-                return self._decode(outcome, path)
-            time.sleep(pause)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """The synchronous form: the same exchange as :meth:`_arequest`, run on the background loop."""
+        return self._loop.run(self._arequest(method, path, body, count))
 
     async def _arequest(self, method: str, path: str, body: dict[str, Any] | None = None, count: int = 0) -> Any:
+        """One call: attempts and pauses within ``timeout`` seconds in all; the decoded answer or a named error."""
+        deadline = time.monotonic() + self.timeout
         for attempt in itertools.count():
+            outcome: Answer | httpx.TransportError
             try:
-                outcome: Answer | httpx.TransportError = await self._asend(method, path, body, _answer_limit(count))
+                outcome = await asyncio.wait_for(self._asend(method, path, body, _answer_limit(count)),
+                                                 timeout=max(0.0, deadline - time.monotonic()))  # fmt: skip
+            except asyncio.TimeoutError:
+                timed_out = httpx.ReadTimeout(f"no complete answer within timeout={self.timeout:g} s")
+                return self._decode(timed_out, path, attempt + 1)
             except httpx.TransportError as exc:
                 outcome = exc
-            pause = self._retry.pause(attempt, outcome)
-            if pause is None:
-                return self._decode(outcome, path)
+            try:
+                pause = self._retry.pause(attempt, outcome)
+            except ValueError as exc:  # a Retry-After that is neither seconds nor a date
+                raise InvalidResponseError(f"{path} answered {_status(outcome)}: {exc}", url=self.url) from None
+            if pause is None or time.monotonic() + pause >= deadline:
+                return self._decode(outcome, path, attempt + 1)
             await asyncio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _send(self, method: str, path: str, body: dict[str, Any] | None, limit: int) -> Answer:
-        """One HTTP exchange within ``timeout`` seconds in all and ``limit`` bytes of answer."""
-        deadline = time.monotonic() + self.timeout
-        with tracing.span(f"{method} {path}", self._span_attributes(method, path), kind="client") as span:
-            with self._client.stream(method, path, json=body, headers=tracing.inject({})) as response:
-                answer = Answer(response.status_code, response.headers, limit)
-                for chunk in response.iter_bytes():
-                    answer.add(chunk, self.url)
-                    if time.monotonic() > deadline:  # a trickle of bytes keeps every read short, not the whole
-                        raise httpx.ReadTimeout(f"no complete answer within timeout={self.timeout:g} s")
-            tracing.attach_attributes(span, {"http.response.status_code": answer.status_code})
-        return answer
-
     async def _asend(self, method: str, path: str, body: dict[str, Any] | None, limit: int) -> Answer:
-        async def exchange() -> Answer:
+        """One HTTP exchange, its answer read within ``limit`` bytes (decompressed)."""
+        with tracing.span(f"{method} {path}", self._span_attributes(method, path), kind="client") as span:
+            headers = tracing.inject({})
             async with self._async_client().stream(method, path, json=body, headers=headers) as response:
                 answer = Answer(response.status_code, response.headers, limit)
                 async for chunk in response.aiter_bytes():
                     answer.add(chunk, self.url)
-            return answer
-
-        with tracing.span(f"{method} {path}", self._span_attributes(method, path), kind="client") as span:
-            headers = tracing.inject({})
-            try:
-                answer = await asyncio.wait_for(exchange(), timeout=self.timeout)
-            except asyncio.TimeoutError:
-                raise httpx.ReadTimeout(f"no complete answer within timeout={self.timeout:g} s") from None
             tracing.attach_attributes(span, {"http.response.status_code": answer.status_code})
             return answer
 
     def _span_attributes(self, method: str, path: str) -> dict[str, Any]:
-        return {"http.request.method": method, "url.full": self.url + path}
+        return {"http.request.method": method, "url.full": self.url + path}  # credentials redacted
 
     def _async_client(self) -> httpx.AsyncClient:
         # One client per event loop: an httpx.AsyncClient must not cross loops.
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = httpx.AsyncClient(base_url=self.url, headers=self._headers, timeout=self.timeout)
+            client = httpx.AsyncClient(base_url=self._base_url, headers=self._headers, timeout=self.timeout,
+                                       transport=self._transport)  # fmt: skip
             self._async_clients[loop] = client
         return client
 
-    def _decode(self, outcome: Answer | httpx.TransportError, path: str) -> Any:
+    def _decode(self, outcome: Answer | httpx.TransportError, path: str, attempts: int) -> Any:
         """The answer's JSON, or the named error for a final failure."""
         if isinstance(outcome, httpx.TransportError):
-            raise ServiceUnreachableError(
-                f"{path}: {type(outcome).__name__}: {outcome} (after {self.retries + 1} attempts)", url=self.url
-            ) from outcome
+            tried = f"after {attempts} attempt{'s' if attempts > 1 else ''}"
+            raise ServiceUnreachableError(f"{path}: {type(outcome).__name__}: {outcome} ({tried})",
+                                          url=self.url) from None  # fmt: skip
         status = outcome.status_code
-        if status >= 400:
+        if 300 <= status < 400:  # redirects are not followed: an answer elsewhere is not this service's
+            where = redact_url(outcome.headers.get("location", "")[:200])
+            raise ServiceError(f"answered {status} (a redirect to {where!r}, not followed); give the service's "
+                               "own URL", url=self.url, status=status)  # fmt: skip
+        if not 200 <= status < 300:
             message = _error_message(outcome)
             if status in (413, 422):
                 raise RequestRefusedError(f"refused the request ({status}): {message}", url=self.url, status=status)
@@ -303,6 +310,19 @@ class Answer:
             return json.loads(b"".join(self._chunks))
         except RecursionError:
             raise ValueError("answer is nested too deeply") from None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any user and password replaced by ``REDACTED`` (OpenTelemetry's convention for ``url.full``)."""
+    scheme, separator, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not separator or "@" not in authority:
+        return url
+    return f"{scheme}://REDACTED:REDACTED@{authority.rpartition('@')[2]}{slash}{path}"
+
+
+def _status(outcome: Answer | httpx.TransportError) -> str:
+    return str(outcome.status_code) if isinstance(outcome, Answer) else type(outcome).__name__
 
 
 def _answer_limit(count: int) -> int:

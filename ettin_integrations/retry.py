@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import email.utils
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Protocol
 
 import httpx
 
-__all__ = ["Answered", "RetryPolicy"]
+__all__ = ["Answered", "RetryPolicy", "retry_after_seconds"]
 
 
 class Answered(Protocol):
@@ -43,5 +45,25 @@ class RetryPolicy:
             return self.backoff * 2**attempt
         if outcome.status_code != 503:
             return None
-        retry_after = outcome.headers.get("retry-after", "")
-        return min(float(retry_after), self.max_retry_after) if retry_after.isdigit() else self.backoff * 2**attempt
+        seconds = retry_after_seconds(outcome.headers.get("retry-after", ""))
+        return self.backoff * 2**attempt if seconds is None else min(seconds, self.max_retry_after)
+
+
+def retry_after_seconds(value: str) -> float | None:
+    """A ``Retry-After`` header in seconds (delta-seconds or an HTTP date), None when absent.
+
+    Raises:
+        ValueError: it is neither (``"²".isdigit()`` is true, so digits are checked as ASCII).
+    """
+    value = value.strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        return float(int(value)) if len(value) <= 12 else 1e12  # 400 digits is just "a long time" (int() has limits)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        raise ValueError(f"Retry-After {value[:40]!r} is neither seconds nor an HTTP date") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import inspect
 import json
 import math
+import pickle
 import re
+import socket
+import threading
 import time
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from conftest import DOCUMENTS, QUERY, WordOverlap
 
 from ettin_integrations import BaseReranker, EttinReranker, RemoteReranker, Reranker
-from ettin_integrations.errors import InputTypeError, InvalidInputError, InvalidResponseError, ServiceUnreachableError
+from ettin_integrations.errors import (
+    InputTypeError,
+    InvalidInputError,
+    InvalidResponseError,
+    ServiceError,
+    ServiceUnreachableError,
+)
 
 httpx = pytest.importorskip("httpx")
 
@@ -161,7 +173,7 @@ def _remote(answer, status: int = 200) -> RemoteReranker:
         return httpx.Response(status, content=body if isinstance(body, bytes) else json.dumps(body).encode())
 
     remote = RemoteReranker("http://rerank.test", retries=0)
-    remote._client = httpx.Client(base_url=remote.url, transport=httpx.MockTransport(handle))
+    remote._transport = httpx.MockTransport(handle)
     return remote
 
 
@@ -203,21 +215,66 @@ def test_remote_client_refuses_a_wrong_answer_naming_the_service(answer, says):
     assert isinstance(caught.value, RuntimeError)  # a ServiceError: existing `except RuntimeError` still catches it
 
 
-def test_remote_timeout_is_a_total_deadline_for_a_trickling_server():
-    def trickle():
-        for _ in range(40):
-            time.sleep(0.1)
-            yield b" "
+@contextmanager
+def _trickling_server(fast: bytes, slow: bytes, every: float = 0.05):
+    """A server on 127.0.0.1 that reads a request, sends ``fast`` at once and then ``slow`` one byte every
+    ``every`` seconds, until it is done or the test ends (bounded by the payload)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=trickle())
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(2)
+            try:
+                conn.recv(65536)
+                conn.sendall(fast)
+                for byte in slow:
+                    if stop.is_set():
+                        return
+                    conn.sendall(bytes([byte]))
+                    time.sleep(every)
+            except OSError:
+                return
 
-    remote = RemoteReranker("http://rerank.test", timeout=0.5, retries=0)
-    remote._client = httpx.Client(base_url=remote.url, transport=httpx.MockTransport(handle))
-    started = time.perf_counter()
-    with pytest.raises(ServiceUnreachableError, match=re.escape("timeout=0.5")):
-        remote.info  # noqa: B018 - the property fetches /info
-    assert time.perf_counter() - started < 1.5  # not 4 s of one byte every 0.1 s
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+
+
+_SLOW_HEADERS = (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"a" * 300 + b"\r\nContent-Length: 2\r\n\r\n{}")
+_GZIPPED = gzip.compress(json.dumps({"options": {}, "pad": "x" * 20000}).encode())
+_SLOW_GZIP = (
+    b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: " + str(len(_GZIPPED)).encode() + b"\r\n\r\n",
+    _GZIPPED,
+)
+
+
+@pytest.mark.parametrize("retries", [0, 3])
+@pytest.mark.parametrize("answer", [_SLOW_HEADERS, _SLOW_GZIP], ids=["trickled headers", "trickled gzip body"])
+def test_remote_timeout_bounds_the_whole_exchange_in_both_forms(answer, retries):
+    """The sync form used to wait 30 s for a server trickling header bytes (each read was short)."""
+    with _trickling_server(*answer) as url:
+        for form in ("sync", "async"):
+            remote = RemoteReranker(url, timeout=1.0, retries=retries, backoff=0.05)
+            started = time.perf_counter()
+            with pytest.raises(ServiceUnreachableError, match=re.escape("timeout=1")):
+                if form == "sync":
+                    remote.info  # noqa: B018 - the property fetches /info
+                else:
+                    asyncio.run(remote.ascore(QUERY, ["a"]))
+            assert time.perf_counter() - started < 2.0, form  # not 15 s of one byte every 0.05 s
 
 
 async def test_remote_async_timeout_is_a_total_deadline_too():
@@ -248,3 +305,93 @@ def test_remote_answer_size_is_bounded_by_the_request():
     huge = b"[" + b" " * (8 << 20) + b"]"  # 8 MB for two texts
     with pytest.raises(InvalidResponseError, match="larger than"):
         _remote(huge).score(QUERY, ["a", "b"])
+
+
+# ----------------------------------------------------------------------------- round three (issue 27)
+_INFO = {"model": "m", "max_length": 512, "options": {"model": "m"},
+         "normalization": {"mode": None, "shift": 6.0, "temperature": 1.0}}  # fmt: skip
+
+
+def _serving(handle) -> RemoteReranker:
+    remote = RemoteReranker("http://rerank.test", retries=2, backoff=0.01, timeout=5)
+    remote._transport = httpx.MockTransport(handle)
+    return remote
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (httpx.Response(503, headers=[(b"Retry-After", "²".encode())], json={"message": "busy"}), "Retry-After '²'"),
+        (httpx.Response(503, headers={"Retry-After": "soon"}, json={"message": "busy"}), "neither seconds"),
+        (
+            httpx.Response(200, json={**_INFO, "normalization": {"mode": None, "shift": 10**400, "temperature": 1}}),
+            "normalization",
+        ),
+        (httpx.Response(200, json={**_INFO, "max_length": "512"}), "max_length"),
+        (httpx.Response(200, json={**_INFO, "max_length": 10**400}), "max_length"),
+    ],
+)
+def test_every_malformed_answer_is_an_invalid_response(answer, says):
+    """A Retry-After of '²' escaped as a bare ValueError, a 400-digit shift as an OverflowError."""
+    remote = _serving(lambda request: answer)
+    with pytest.raises(InvalidResponseError, match=re.escape(says)):
+        remote.normalization  # noqa: B018 - the property fetches /info
+
+    if answer.status_code == 503:  # the asyncio form meets it on its first request too
+
+        async def ask() -> None:
+            await _serving(lambda request: answer).ascore(QUERY, ["a"])
+
+        with pytest.raises(InvalidResponseError, match=re.escape(says)):
+            asyncio.run(ask())
+
+
+def test_a_retry_after_in_seconds_or_as_a_date_is_honoured():
+    from email.utils import format_datetime
+
+    from ettin_integrations.retry import retry_after_seconds
+
+    assert retry_after_seconds("3") == 3.0 and retry_after_seconds("") is None
+    assert retry_after_seconds("9" * 400) == 10.0**12
+    soon = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= retry_after_seconds(soon) <= 30
+    calls = []
+
+    def busy_then_fine(request: httpx.Request) -> httpx.Response:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            return httpx.Response(503, headers={"Retry-After": "0"}, json={"message": "busy"})
+        return httpx.Response(200, json=_INFO)
+
+    assert _serving(busy_then_fine).model_name == "m" and len(calls) == 2
+
+
+def test_a_redirect_is_never_taken_as_the_answer():
+    moved = httpx.Response(302, headers={"Location": "http://elsewhere.test/info"}, json=_INFO)
+    with pytest.raises(ServiceError, match="redirect") as caught:
+        _serving(lambda request: moved).info  # noqa: B018
+    assert caught.value.status == 302 and not isinstance(caught.value, InvalidResponseError)
+
+
+def test_credentials_in_the_url_are_never_shown():
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    secret_url = "http://alice:pa55word@127.0.0.1:9"  # nothing listens on the discard port
+    remote = RemoteReranker(secret_url, retries=0, timeout=2)
+    shown = [repr(remote), remote.url]
+    with pytest.raises(ServiceUnreachableError) as caught:
+        remote.rank(QUERY, ["a"])
+    shown.append(str(caught.value))
+    with pytest.raises(InvalidInputError) as bad:
+        RemoteReranker("ftp://alice:pa55word@host")
+    shown.append(str(bad.value))
+    assert all("pa55word" not in text and "alice" not in text for text in shown), shown
+    assert "REDACTED:REDACTED@127.0.0.1:9" in repr(remote)
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):  # the span attribute, where this process exports spans
+        assert "pa55word" not in remote._span_attributes("POST", "/rerank")["url.full"]
+    assert remote._span_attributes("POST", "/rerank")["url.full"] == "http://REDACTED:REDACTED@127.0.0.1:9/rerank"
+    clone = pickle.loads(pickle.dumps(remote))  # the credentials still reach the service
+    assert clone._base_url == secret_url and clone.url == remote.url
