@@ -61,6 +61,21 @@ def _finite_number(value: Any) -> Any:
     return value
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` as a boolean option; text is refused ("false" is a non-empty string, so bool() says True)."""
+    if type(value).__name__ in ("bool", "bool_"):  # Python's and numpy's
+        return bool(value)
+    raise InputTypeError(f"{name} must be True or False, got {type(value).__name__} {value!r:.40}.")
+
+
+def _flag(value: Any) -> Any:
+    if type(value).__name__ in ("bool", "bool_"):
+        return bool(value)
+    raise ValueError(f"expected True or False, got {type(value).__name__} {value!r:.40}")
+
+
+#: A boolean option: True or False only (pydantic's lax mode would read "false" as False, 1 as True).
+Flag = Annotated[bool, BeforeValidator(_flag)]
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 PositiveInt = Annotated[int, BeforeValidator(_whole_number), Field(ge=1)]
 NonNegativeInt = Annotated[int, BeforeValidator(_whole_number), Field(ge=0)]
@@ -172,7 +187,7 @@ class EngineFields(BaseModel):
         description="Document tokens kept in an LRU cache keyed by text (0: off; None: 1,000,000 on CUDA, "
         "where tokenizing is most of a query's time, off on CPU, where it is not).",
     )
-    micro_batching: bool = Field(
+    micro_batching: Flag = Field(
         default=True,
         description="Merge requests from concurrent threads or tasks that arrive while the model is busy "
         "into its next pass (each caller still gets exactly its own results).",
@@ -196,17 +211,17 @@ class EngineFields(BaseModel):
         default=None,
         description="CPU threads torch may use (process-wide); with several workers per machine, cores / workers.",
     )
-    special_tokens_as_text: bool = Field(
+    special_tokens_as_text: Flag = Field(
         default=False,
         description="Read special-token text such as '[SEP]' in queries and documents as plain text "
         "(for untrusted content); predict turns it into the real special tokens.",
     )
     revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) to load.")
-    local_files_only: bool = Field(
+    local_files_only: Flag = Field(
         default=False,
         description="Never touch the network: load from a local directory or the Hugging Face cache only.",
     )
-    trust_remote_code: bool = Field(
+    trust_remote_code: Flag = Field(
         default=False, description="Allow custom model code from the model's repository (Ettin does not need it)."
     )
     model_kwargs: dict[str, Any] | None = Field(

@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from pydantic import Field
 
 from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions
-from .config import EngineFields, FiniteFloat, WholeNumber
+from .config import EngineFields, FiniteFloat, Flag, WholeNumber, check_flag
 from .contract import Reranker
 from .errors import InputTypeError, InvalidInputError
 from .normalization import sigmoid
@@ -60,7 +60,7 @@ class RankerOptions(EngineOptions):
     score_threshold: FiniteFloat | None = Field(
         default=None, description="Drop documents scoring below this (on the returned scale), before top_k."
     )
-    scale_score: bool = Field(
+    scale_score: Flag = Field(
         default=True, description="Scores as sigmoid((logit - normalize_shift) / normalize_temperature); else logits."
     )
     meta_fields_to_embed: list[str] = Field(default_factory=list, description="Meta fields scored with the content.")
@@ -275,7 +275,7 @@ class EttinRanker:
         o = self._options
         settings = (
             o.top_k if top_k is None else top_k,
-            o.scale_score if scale_score is None else bool(scale_score),
+            o.scale_score if scale_score is None else check_flag(scale_score, "scale_score"),
             o.score_threshold if score_threshold is None else float(score_threshold),
         )
         unique = _deduplicated(documents)

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .adapter_options import RAW_SCORE_KEY, TRUNCATED_KEY, WINDOWS_KEY, EngineOptions
-from .config import FiniteFloat, WholeNumber
+from .config import FiniteFloat, Flag, WholeNumber
 from .contract import Reranker
 from .errors import InputTypeError, InvalidInputError
 from .results import RankResult
@@ -80,7 +80,7 @@ class EttinRerank(EngineOptions, BaseNodePostprocessor):
     score_threshold: FiniteFloat | None = Field(
         default=None, description="Drop nodes scoring below this (applied before top_n)."
     )
-    keep_retrieval_score: bool = Field(
+    keep_retrieval_score: Flag = Field(
         default=False, description="Keep each node's previous (retrieval) score in metadata 'retrieval_score'."
     )
     metadata_mode: MetadataMode = Field(

@@ -148,6 +148,9 @@ def test_run_async_in_an_async_pipeline(tiny_checkpoint):
             InvalidInputError,
             "score_threshold",
         ),
+        # "false" is a non-empty string: bool() would read it as True.
+        (lambda r: r.run(query=QUERY, documents=[Document(content="a")], scale_score="false"), TypeError, "True or"),
+        (lambda r: EttinRanker(r._options.model, scale_score="false"), ValueError, "scale_score='false'"),
     ],
 )
 def test_bad_input_gets_a_clear_error(tiny_checkpoint, call, error, words):

@@ -148,3 +148,31 @@ def test_nothing_imports_opentelemetry_when_it_is_not_installed(tiny_checkpoint)
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_an_oversized_baggage_header_is_dropped_before_any_propagator_logs_it(spans, tiny_checkpoint, caplog):
+    """OpenTelemetry's propagator logged a 60 KB baggage header in full (56 KB of log per request)."""
+    import asyncio
+
+    import httpx
+
+    from ettin_integrations.serving import create_app
+
+    app = create_app(EttinReranker(tiny_checkpoint, device="cpu"))
+    caplog.set_level("DEBUG")
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    async def ask() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            headers = {"baggage": "k=" + "v" * 60_000, "tracestate": "x=" + "y" * 5000, "traceparent": parent}
+            body = {"query": QUERY, "texts": DOCUMENTS[:2]}
+            return [
+                await client.post("/rerank", json=body, headers=headers),
+                await client.get("/health", headers=headers),
+            ]
+
+    spans.clear()
+    assert [r.status_code for r in asyncio.run(ask())] == [200, 200]
+    assert max((len(r.getMessage()) for r in caplog.records), default=0) < 2000
+    server = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
+    assert server and server[0].context.trace_id == int(parent.split("-")[1], 16)  # a valid traceparent still counts

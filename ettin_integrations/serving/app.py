@@ -37,12 +37,20 @@ from ..wire import (
     TeiRerankRequest,
 )
 from .metrics import ServiceMetrics
-from .middleware import BodyLimit, RequestMetrics, error_body, fastapi_traces_requests
+from .middleware import BodyLimit, RequestMetrics, bounded_trace_headers, error_body, fastapi_traces_requests
 from .requests import ApiError, parse_body
 from .settings import DEFAULT_REQUEST_TOKENS, ServeSettings
 from .vllm import requested_pairs, score_response
 
 __all__ = ["RerankService", "create_app"]
+
+
+class _BoundedHeadersApp(FastAPI):
+    """FastAPI with oversized trace-context headers dropped before anything reads them, FastAPI's own
+    OpenTelemetry propagator included (it runs outside every middleware, and logs a bad header in full)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await super().__call__(bounded_trace_headers(scope) if scope["type"] == "http" else scope, receive, send)
 
 
 async def _disconnected(request: Request) -> None:
@@ -77,7 +85,7 @@ class RerankService:
     def _build_app(self) -> FastAPI:
         keyed = self.settings.api_key is not None
         # With a key, the API's description follows it (and the browser pages, which could not send it, are off).
-        app = FastAPI(title="Ettin rerank service", version=__version__, openapi_url=None if keyed else "/openapi.json",
+        app = _BoundedHeadersApp(title="Ettin rerank service", version=__version__, openapi_url=None if keyed else "/openapi.json",
                       docs_url=None if keyed else "/docs", redoc_url=None if keyed else "/redoc")  # fmt: skip
         app.add_middleware(BodyLimit, limit=self.settings.max_body_bytes, timeout=self.settings.body_timeout_seconds)
         app.add_middleware(RequestMetrics, metrics=self.metrics, trace=not fastapi_traces_requests())

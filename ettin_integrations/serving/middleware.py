@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from .. import tracing
 from .metrics import ServiceMetrics
 
-__all__ = ["BodyLimit", "RequestMetrics", "error_body"]
+__all__ = ["BodyLimit", "RequestMetrics", "bounded_trace_headers", "error_body"]
 
 
 def error_body(message: str, error_type: str) -> dict[str, str]:
@@ -85,6 +85,19 @@ async def _refuse(send: Callable, status: int, message: str, error_type: str) ->
 
 def _text_headers(scope: dict) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
+
+
+#: The largest trace-context headers passed on (W3C: baggage at most 8192 bytes, tracestate 512 characters,
+#: traceparent 55). Larger ones are dropped before any propagator reads them: OpenTelemetry's logs an
+#: oversized baggage header in full (a 60 KB header, 56 KB of log), and a bad header is as good as none.
+TRACE_HEADER_LIMITS = {b"baggage": 8192, b"tracestate": 512, b"traceparent": 128}
+
+
+def bounded_trace_headers(scope: dict) -> dict:
+    """``scope`` without trace-context headers over :data:`TRACE_HEADER_LIMITS` (the same scope if none is)."""
+    headers = scope.get("headers") or []
+    kept = [(k, v) for k, v in headers if len(v) <= TRACE_HEADER_LIMITS.get(k.lower(), len(v))]
+    return scope if len(kept) == len(headers) else {**scope, "headers": kept}
 
 
 def fastapi_traces_requests() -> bool:
