@@ -174,3 +174,26 @@ def test_serve_says_what_ctrl_c_does_and_a_second_one_stops_at_once(tiny_checkpo
     finally:
         if server.poll() is None:
             server.kill()
+
+
+@pytest.mark.parametrize(
+    ("make", "flags", "words"),
+    [
+        (lambda p: p.write_text("notes"), [], "is a file"),
+        (lambda p: (p.mkdir(), (p / "notes.txt").write_text("mine")), [], "holds other files and no checkpoint"),
+        (lambda p: (p.mkdir(), (p / "notes.txt").write_text("mine")), ["--overwrite"], "holds other files"),
+        (lambda p: None, ["--trained", "--steps", "-1"], "--steps must be a whole number >= 1"),
+        (lambda p: None, ["--steps", "5"], "--steps is for --trained builds"),
+    ],
+)
+def test_the_fixture_builder_refuses_a_wrong_place_before_any_work(tmp_path, make, flags, words):
+    """A file gave a FileExistsError traceback, an unrelated folder got a checkpoint written into it, and
+    --steps -1 a pydantic traceback."""
+    target = tmp_path / "target"
+    make(target)
+    before = sorted(p.name for p in target.iterdir()) if target.is_dir() else None
+    done = subprocess.run([sys.executable, "-m", "ettin_integrations.testing", str(target), *flags],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and words in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert (sorted(p.name for p in target.iterdir()) if target.is_dir() else None) == before

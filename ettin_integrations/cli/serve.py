@@ -44,8 +44,9 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
     if values["api_key"] is None and API_KEY_ENV in os.environ:
         values["api_key"], source = os.environ[API_KEY_ENV], API_KEY_ENV
     if values["api_key"] is not None and not values["api_key"].strip():
+        without = f"unset {source}" if source == API_KEY_ENV else f"leave out {source}"
         raise CliError(f"{source} is set but empty; give a key (e.g. from `python -c 'import secrets; "
-                       f"print(secrets.token_urlsafe())'`), or {'unset' if source == API_KEY_ENV else 'leave out'} {source} to serve without one")  # fmt: skip
+                       f"print(secrets.token_urlsafe())'`), or {without} to serve without one")  # fmt: skip
     try:
         return ServeSettings(**values)
     except ValidationError as exc:

@@ -85,8 +85,9 @@ class RerankService:
     def _build_app(self) -> FastAPI:
         keyed = self.settings.api_key is not None
         # With a key, the API's description follows it (and the browser pages, which could not send it, are off).
-        app = _BoundedHeadersApp(title="Ettin rerank service", version=__version__, openapi_url=None if keyed else "/openapi.json",
-                      docs_url=None if keyed else "/docs", redoc_url=None if keyed else "/redoc")  # fmt: skip
+        app = _BoundedHeadersApp(title="Ettin rerank service", version=__version__,
+                                 openapi_url=None if keyed else "/openapi.json", docs_url=None if keyed else "/docs",
+                                 redoc_url=None if keyed else "/redoc")  # fmt: skip
         app.add_middleware(BodyLimit, limit=self.settings.max_body_bytes, timeout=self.settings.body_timeout_seconds)
         app.add_middleware(RequestMetrics, metrics=self.metrics, trace=not fastapi_traces_requests())
         app.add_exception_handler(ApiError, self._api_error)  # type: ignore[arg-type]

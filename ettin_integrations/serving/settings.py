@@ -34,7 +34,11 @@ class ServeSettings(BaseModel):
         "default 131072 on CPU (seconds of work for the 17m model, minutes for 1b), 4194304 on a GPU.",
     )
     body_timeout_seconds: float = Field(
-        default=30.0, gt=0, le=3600, allow_inf_nan=False, description="Longest a client may take to send its request body (more: 408)."
+        default=30.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Longest a client may take to send its request body (more: 408).",
     )
 
     @field_validator("api_key")

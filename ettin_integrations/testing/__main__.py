@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..catalog import ETTIN_SIZES
-from .checkpoints import build_checkpoint, tokenizer_source
+from ..errors import InvalidInputError
+from .checkpoints import build_checkpoint, check_output_folder, tokenizer_source
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,6 +41,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--steps", type=int, default=None, help="training steps with --trained (default per shape)")
     args = parser.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be a whole number >= 1, got {args.steps}")
+    if args.steps is not None and not args.trained:
+        parser.error("--steps is for --trained builds (random checkpoints are not trained)")
+    try:
+        check_output_folder(Path(args.path))
+    except InvalidInputError as exc:
+        parser.error(str(exc))
     if args.tokenizer not in (None, "fallback") and not (Path(args.tokenizer) / "tokenizer.json").is_file():
         parser.error(f"--tokenizer {args.tokenizer} has no tokenizer.json")
     existing = (Path(args.path) / "modules.json").is_file() and not args.overwrite

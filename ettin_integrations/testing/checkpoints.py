@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import ETTIN_MAX_LENGTH, ETTIN_SIZES
+from ..errors import InvalidInputError
 
 __all__ = ["TINY_SHAPE", "build_checkpoint", "build_once", "find_shared_dir", "load_architecture", "tokenizer_source"]
 
@@ -162,6 +163,20 @@ def build_checkpoint(
     )
 
 
+def check_output_folder(path: Path) -> None:
+    """Refuse to build into a file, or into a folder that holds other things and no checkpoint (``--overwrite``
+    rebuilds a checkpoint; it never writes beside someone's unrelated files).
+
+    Raises:
+        InvalidInputError: naming the path and what to give instead.
+    """
+    if path.exists() and not path.is_dir():
+        raise InvalidInputError(f"{path} is a file; give a folder for the checkpoint (new or empty).")
+    if path.is_dir() and not (path / "modules.json").is_file() and any(path.iterdir()):
+        raise InvalidInputError(f"{path} holds other files and no checkpoint (no modules.json); give a new or empty "
+                                "folder (nothing in this one was changed).")  # fmt: skip
+
+
 def build_once(path: Path, built: Callable[[], bool], build: Callable[[], Path]) -> Path:
     """``build()`` into ``path`` unless ``built()``, under a lock beside ``path``: concurrent processes
     (pytest-xdist workers, a benchmark next to the tests) build a cached checkpoint once, the others
@@ -170,6 +185,7 @@ def build_once(path: Path, built: Callable[[], bool], build: Callable[[], Path])
 
     if built():
         return path
+    check_output_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path.parent / f".{path.name}.lock")):
         return path if built() else build()  # another process may have built it while this one waited
