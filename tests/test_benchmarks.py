@@ -110,3 +110,22 @@ def test_the_harness_reports_mfu_and_the_bulk_shape(tiny_checkpoint, tmp_path):
         assert 0 < rows[name]["mfu"] < 1 and rows[name]["peak_gflops"] > 0, rows[name]
         assert rows[name]["max_abs_diff"] < 1e-3  # bulk scores are the same scores
     assert "MFU" in (out / "results.md").read_text()
+
+
+def test_a_short_soak_over_every_route_loses_and_mixes_up_nothing(tiny_checkpoint):
+    """Bounded (120 requests, 60 s): every route, cancellations and clients leaving mid-body; no 500s."""
+    import asyncio
+
+    from conftest import serving_in_thread
+
+    from ettin_integrations import EttinReranker
+    from ettin_integrations.benchmarking.soak import ROUTES, soak
+    from ettin_integrations.serving import create_app
+
+    engine = EttinReranker(tiny_checkpoint, device="cpu", max_length=512)
+    with serving_in_thread(create_app(engine)) as url:
+        report = asyncio.run(soak(url, engine, total=120, clients=16, seed=1, max_seconds=60))
+    assert report["lost"] == 0 and report["mismatched"] == 0 and report["server_errors"] == 0, report
+    assert report["not_sent_before_deadline"] == 0 and report["errors"] == 0, report
+    assert all(report["answered_by_route"][route] > 0 for route in ROUTES), report
+    assert report["left_mid_body"] > 0 and report["disconnects_counted"] >= report["left_mid_body"], report

@@ -1,7 +1,7 @@
 """Load on the rerank service: C concurrent clients sending top-K requests, with every answer checked.
 
     python -m ettin_integrations.benchmarking.load --size 17m --clients 1 4 16 64 --requests 20
-    python -m ettin_integrations.benchmarking.load --size tiny --soak 10000 --clients 64   # lost/mixed-up check
+    python -m ettin_integrations.benchmarking.load --size tiny --soak 10000 --clients 64   # every route checked
     python -m ettin_integrations.benchmarking.load --size 17m --targets service \
         --profiles fp32 bf16 compile recommended --clients 1 4 16 64 --pairs-per-scenario 8000
 
@@ -307,54 +307,6 @@ def profile_agreement(
     return report
 
 
-async def _soak(url: str, engine: Any, total: int, clients: int, seed: int, max_seconds: float) -> dict[str, Any]:
-    """``total`` requests of random sizes from ``clients`` clients, some cancelled mid-flight; every answer checked."""
-    import httpx
-
-    rng = random.Random(seed)
-    pool = passages(300, 60, seed)
-    plan = [
-        (f"soak {i} " + rng.choice(WORDS), rng.sample(pool, rng.randint(1, 60)), rng.random() < 0.1)
-        for i in range(total)
-    ]
-    queue: asyncio.Queue[tuple[str, list[str], bool]] = asyncio.Queue()
-    for item in plan:
-        queue.put_nowait(item)
-    outcome = {"answered": 0, "cancelled": 0, "errors": 0}
-    answers: list[tuple[str, list[str], list[float]]] = []
-    deadline = time.monotonic() + max_seconds
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=clients + 4)) as client:
-
-        async def worker() -> None:
-            while not queue.empty() and time.monotonic() < deadline:
-                query, docs, cancel = queue.get_nowait()
-                call = asyncio.ensure_future(
-                    client.post("/rerank", json={"query": query, "texts": docs, "raw_scores": True, "truncate": True})
-                )
-                if cancel:
-                    await asyncio.sleep(rng.random() * 0.01)
-                    call.cancel()
-                try:
-                    response = await call
-                except asyncio.CancelledError:
-                    outcome["cancelled"] += 1
-                    continue
-                except httpx.HTTPError:
-                    outcome["errors"] += 1
-                    continue
-                if response.status_code != 200:
-                    outcome["errors"] += 1
-                    continue
-                by_index = {item["index"]: item["score"] for item in response.json()}
-                answers.append((query, docs, [by_index.get(i, float("nan")) for i in range(len(docs))]))
-                outcome["answered"] += 1
-
-        await asyncio.gather(*(worker() for _ in range(clients)))
-    lost = total - outcome["answered"] - outcome["cancelled"] - outcome["errors"] - queue.qsize()
-    return {"requests": total, **outcome, "not_sent_before_deadline": queue.qsize(), "lost": lost,
-            **_check(engine, answers)}  # fmt: skip
-
-
 def to_markdown(
     rows: list[dict[str, Any]], environment: dict[str, Any], agreement: dict[str, Any] | None = None
 ) -> str:
@@ -455,15 +407,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.soak:
         from ..engine import EttinReranker
+        from .soak import soak
 
         engine = EttinReranker(checkpoint, device=args.device, max_length=args.max_length, micro_batching=False)
         flags = ["--device", args.device, "--max-length", str(args.max_length)]
         with Service(checkpoint, flags) as service:
-            report = asyncio.run(_soak(service.url, engine, args.soak, args.clients[0], args.seed, args.max_seconds))
+            report = asyncio.run(soak(service.url, engine, args.soak, args.clients[0], args.seed, args.max_seconds))
             report.update(service.merged_passes())
         (out / "soak.json").write_text(json.dumps({"environment": environment, **report}, indent=1))
         print(json.dumps(report, indent=1))
-        return 0 if report["lost"] == 0 and report["mismatched"] == 0 else 1
+        return 0 if report["lost"] == report["mismatched"] == report["server_errors"] == 0 else 1
     rows = run_load(args, checkpoint)
     agreement = None
     if args.agreement:
