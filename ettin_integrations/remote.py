@@ -268,7 +268,7 @@ class RemoteReranker(BaseReranker):
         if isinstance(outcome, httpx.TransportError):
             tried = f"after {attempts} attempt{'s' if attempts > 1 else ''}"
             raise ServiceUnreachableError(f"{path}: {type(outcome).__name__}: {outcome} ({tried})",
-                                          url=self.url) from None  # fmt: skip
+                                          url=self.url) from outcome  # fmt: skip
         status = outcome.status_code
         if 300 <= status < 400:  # redirects are not followed: an answer elsewhere is not this service's
             where = redact_url(outcome.headers.get("location", "")[:200])

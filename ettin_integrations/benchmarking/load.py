@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..testing.words import WORDS
+from .workload import passages
 
 #: Largest difference from the engine's own score accepted as "the same answer" (float32 rounding).
 TOLERANCE = 1e-3
@@ -56,12 +57,6 @@ PROFILES: dict[str, dict[str, Any]] = {
 def profile_flags(options: dict[str, Any]) -> list[str]:
     """``{"batch_tokens": 2048}`` -> ``["--batch-tokens", "2048"]``."""
     return [part for key, value in options.items() for part in (f"--{key.replace('_', '-')}", str(value))]
-
-
-def passages(count: int, words: int, seed: int) -> list[str]:
-    """Deterministic passages of about ``words`` words (NQ-like, without the long tail)."""
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(max(5, int(rng.gauss(words, words / 5))))) for _ in range(count)]
 
 
 def requests_for(

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..normalization import sigmoid
 from ..testing.words import WORDS
+from .workload import passages
 
 __all__ = ["soak"]
 
@@ -109,8 +110,6 @@ async def soak(url: str, engine: Any, total: int, clients: int, seed: int, max_s
     deadline; ``server_errors`` is what the service itself counted as 5xx.
     """
     import httpx
-
-    from .load import passages
 
     rng = random.Random(seed)
     plan = _plan(total, seed, passages(300, 60, seed))

@@ -25,6 +25,12 @@ class Workload:
         return sum(len(c) for c in self.candidates)
 
 
+def passages(count: int, words: int, seed: int) -> list[str]:
+    """Deterministic passages of about ``words`` words (NQ-like, without the long tail)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(max(5, int(rng.gauss(words, words / 5))))) for _ in range(count)]
+
+
 def _passage_words(rng: random.Random) -> int:
     if rng.random() < 0.1:  # the long tail: a few passages far longer than the median
         return rng.randint(300, 1000)
