@@ -98,6 +98,10 @@ _KNOWN_MISTAKES = {
 }
 
 
+#: What a CPU service adds to bfloat16 (the recommended CPU profile, RESULTS.md "the service's profiles under load"):
+#: bf16's best batch budget on 2 cores, and the token cache, so a request's documents are tokenized once.
+CPU_BF16_SERVICE_OPTIONS: dict[str, int] = {"batch_tokens": 2048, "token_cache_tokens": 1_000_000}
+
 #: ``num_threads`` is bounded by this many threads per core of the machine: more only adds contention.
 THREADS_PER_CORE = 4
 
@@ -143,7 +147,8 @@ class EngineFields(BaseModel):
     )
     dtype: str = Field(
         default="auto",
-        description="'auto' (bfloat16 on CUDA, float32 on CPU/MPS), or 'float32', 'bfloat16', 'float16', 'float64'.",
+        description="'auto' (bfloat16 on CUDA and on CPUs with native bf16, AMX or AVX512-BF16; float32 elsewhere), "
+        "or 'float32' (scores identical to CrossEncoder.predict), 'bfloat16', 'float16', 'float64'.",
     )
     max_length: PositiveInt | None = Field(
         default=None,

@@ -13,6 +13,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# dtype="auto" picks bfloat16 on CPUs that multiply it natively (devices.cpu_auto_dtype), as our CI machines
+# do. The suite compares scores with CrossEncoder.predict, so it decides as a CPU without native bf16 (in
+# its subprocesses too); the rule and the bf16 path have tests of their own (test_dtype_rule.py).
+os.environ.setdefault("ETTIN_CPU_FLAGS", "")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest-xdist runs one worker per core: a worker's torch (and its subprocesses) then use one
     # thread each instead of every worker spinning a pool as wide as the machine.

@@ -307,3 +307,19 @@ def test_serve_binds_loopback_by_default():
     args = parse_args(["serve", "--model", "org/m"])
     assert args.host == "127.0.0.1" and ServeSettings().host == "127.0.0.1"
     assert json.loads(ServeSettings().model_dump_json())["max_documents"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("flags", "extra"), [("avx2 avx512_bf16", ()), ("avx2", ()), ("amx_bf16", ("--batch-tokens", "512"))]
+)
+def test_a_cpu_service_takes_the_recommended_profile_where_auto_picks_bfloat16(
+    tiny_checkpoint, monkeypatch, flags, extra
+):
+    monkeypatch.setenv("ETTIN_CPU_FLAGS", flags)
+    with running_service(tiny_checkpoint, "--device", "cpu", *extra) as (url, _):
+        info = httpx.get(f"{url}/info", timeout=30).json()
+    native = "bf16" in flags
+    assert info["dtype"] == ("bfloat16" if native else "float32")
+    expected_budget = int(extra[1]) if extra else (2048 if native else None)
+    assert info["options"]["batch_tokens"] == expected_budget  # a flag the user gave wins
+    assert info["options"]["token_cache_tokens"] == (1_000_000 if native else None)

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config import CPU_BF16_SERVICE_OPTIONS
 from ..testing.words import WORDS
 from .workload import passages
 
@@ -50,7 +51,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "fp32": {"dtype": "float32"},
     "bf16": {"dtype": "bfloat16"},
     "compile": {"dtype": "float32", "compile": "default"},
-    "recommended": {"dtype": "bfloat16", "batch_tokens": 2048, "token_cache_tokens": 1_000_000},
+    "recommended": {"dtype": "bfloat16", **CPU_BF16_SERVICE_OPTIONS},
 }
 
 

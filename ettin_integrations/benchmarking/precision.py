@@ -7,7 +7,8 @@ over the fixture's own held-out style queries and candidates (or the NQ-like wor
 
     python -m ettin_integrations.benchmarking.precision --trained 17m --device cpu --out OUT
 
-Variants: ``float32`` (the reference), ``bfloat16`` and ``float16`` (engine ``dtype``: backbone in
+Variants: ``float32`` (the reference), ``auto`` (what ``dtype="auto"`` picks on this machine, its dtype
+in the table), ``bfloat16`` and ``float16`` (engine ``dtype``: backbone in
 half precision, scoring head in float32), ``predict_bfloat16`` (sentence-transformers' ``predict``
 with the whole model in bf16), ``int8`` (CPU only: PyTorch dynamic quantization of every Linear
 layer). All run in one process, one after another, on the same pairs.
@@ -30,7 +31,7 @@ from ..distillation.agreement import agreement, score_spread
 from .workload import make_workload
 
 DEFAULT_VARIANTS = {
-    "cpu": ["float32", "bfloat16", "predict_bfloat16", "int8"],
+    "cpu": ["float32", "auto", "bfloat16", "predict_bfloat16", "int8"],
     "cuda": ["float32", "bfloat16", "predict_bfloat16", "float16"],
 }
 

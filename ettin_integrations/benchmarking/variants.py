@@ -7,7 +7,8 @@ through both adapters, and opt-in variants that change scores (reported with the
 
 Names: ``predict`` (defaults), ``predict_bs8`` (batch 8), ``predict_bf16_bs64`` (bf16, batch 64),
 ``llamaindex_st``, ``langchain_hf``, ``ours``, ``ours_langchain``, ``ours_llamaindex``,
-``ours_bf16``, ``ours_bt2048`` (engine with batch_tokens=2048), ``ours_bf16_graphs`` (torch.compile
+``ours_bf16``, ``ours_fp32`` (float32 whatever "auto" picks),
+``ours_bt2048`` (engine with batch_tokens=2048), ``ours_bf16_graphs`` (torch.compile
 with CUDA graphs).
 """
 
@@ -34,12 +35,13 @@ DEFAULT_VARIANTS = [
 #: Every name make_scorer understands (N: a number).
 VARIANT_PATTERN = re.compile(
     r"predict(?:_(?:bf16|fp16))?(?:_bs\d+)?"
-    r"|ours(?:_(?:langchain|llamaindex|bf16|fp16))?(?:_bt\d+)?(?:_cache)?(?:_(?:compile|graphs))?(?:_t\d+)?"
+    r"|ours(?:_(?:langchain|llamaindex|bf16|fp16|fp32))?(?:_bt\d+)?(?:_cache)?(?:_(?:compile|graphs))?(?:_t\d+)?"
     r"|llamaindex_st|langchain_hf"
 )
 VARIANT_HELP = (
     "predict, predict_bsN, predict_bf16[_bsN], predict_fp16[_bsN], llamaindex_st, langchain_hf, "
-    "ours, ours_langchain, ours_llamaindex, ours_bf16, ours_fp16, ours_btN, ours_bf16_btN, and a suffix "
+    "ours (defaults: dtype auto), ours_fp32, ours_langchain, ours_llamaindex, ours_bf16, ours_fp16, ours_btN, "
+    "ours_bf16_btN, and a suffix "
     "_cache (document-token cache on), _compile (compile='default'), _graphs (compile='reduce-overhead': "
     "CUDA graphs) or _tN (N torch threads) on any ours variant, in that order"
 )
@@ -79,7 +81,7 @@ def make_scorer(name: str, checkpoint: str, device: str, max_length: int | None)
         return predict
 
     match = re.fullmatch(
-        r"ours(?:_(langchain|llamaindex|bf16|fp16))?(?:_bt(\d+))?(_cache)?(?:_(compile|graphs))?(?:_t(\d+))?", name
+        r"ours(?:_(langchain|llamaindex|bf16|fp16|fp32))?(?:_bt(\d+))?(_cache)?(?:_(compile|graphs))?(?:_t(\d+))?", name
     )
     if match:
         options: dict[str, Any] = {"device": device, "max_length": max_length}
@@ -92,8 +94,8 @@ def make_scorer(name: str, checkpoint: str, device: str, max_length: int | None)
         if match.group(5):
             options["num_threads"] = int(match.group(5))
         flavour = match.group(1)
-        if flavour in ("bf16", "fp16"):
-            options["dtype"] = {"bf16": "bfloat16", "fp16": "float16"}[flavour]
+        if flavour in ("bf16", "fp16", "fp32"):
+            options["dtype"] = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[flavour]
         if flavour == "langchain":
             return _ours_langchain(checkpoint, options)
         if flavour == "llamaindex":

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ThreadChoice", "choose_threads", "usable_cores", "worker_count"]
+__all__ = ["CoreShare", "ThreadChoice", "choose_threads", "runnable_elsewhere", "usable_cores", "worker_count"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,52 @@ def choose_threads() -> ThreadChoice:
     cores = usable_cores()
     workers, source = worker_count()
     return ThreadChoice(max(1, cores // workers), cores, workers, source)
+
+
+def runnable_elsewhere() -> int | None:
+    """Threads of other processes that are running or ready to run right now (Linux; None elsewhere).
+
+    ``/proc/loadavg``'s fourth field counts every runnable thread on the machine; this process's own
+    runnable threads (``/proc/self/task/*/stat`` state ``R``, torch's pool included) are taken off.
+    """
+    try:
+        with open("/proc/loadavg", encoding="ascii") as handle:
+            running = int(handle.read().split()[3].split("/")[0])
+        own = 0
+        with os.scandir("/proc/self/task") as tasks:
+            for task in tasks:
+                try:
+                    with open(f"/proc/self/task/{task.name}/stat", encoding="ascii", errors="replace") as handle:
+                        stat = handle.read()
+                except OSError:
+                    continue  # a thread that ended meanwhile
+                own += stat[stat.rindex(")") + 2 : stat.rindex(")") + 3] == "R"
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, running - own)
+
+
+class CoreShare:
+    """Sizes torch's thread pool before each batch to the cores other programs leave free.
+
+    Two programs that know nothing of each other (a RAG app and a batch job, two notebooks) each size
+    their pool to every core; on 2 cores their 4 spinning threads ran at 0.10-0.30 of what one thread
+    each gives. Before each batch this counts the other processes' runnable threads and uses at most
+    ``limit`` threads and at least one, leaving theirs a core each. Alone, nothing else is runnable
+    and the pool stays at ``limit``. Used only when ``num_threads`` is not given (that one wins).
+
+    Args:
+        limit: The most threads to use (the share ``choose_threads`` gave this process).
+        cores: The machine's cores, against which other programs' runnable threads are counted.
+    """
+
+    def __init__(self, limit: int, cores: int | None = None) -> None:
+        self.limit = max(1, limit)
+        self.cores = cores or os.cpu_count() or 1
+
+    def threads(self) -> int:
+        """Threads for the next batch."""
+        others = runnable_elsewhere()
+        if others is None:
+            return self.limit
+        return max(1, min(self.limit, self.cores - others))

@@ -14,6 +14,7 @@ import torch
 
 from ..concurrency import forking
 from ..concurrency.microbatch import Cancelled
+from ..concurrency.workers import CoreShare
 from ..kernels.varlen import pack
 from ..model.compilation import Compilation, describe_failure, packed_fillers, padded_shape, rounded_longest
 from ..model.inputs import collate
@@ -34,10 +35,19 @@ class BatchedForward:
         batch_tokens: Token budget per forward pass; halves (and stays halved) after an out-of-memory.
     """
 
-    def __init__(self, loaded: LoadedModel, batch_tokens: int, timings: StageTimes | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        batch_tokens: int,
+        timings: StageTimes | None = None,
+        share_cores: bool = False,
+    ) -> None:
         self.loaded = loaded
         self.batch_tokens = batch_tokens
         self.timings = timings or StageTimes()
+        # CPU, num_threads not given: the pool follows what other programs leave free, batch by batch, up to
+        # the share this process was given at start-up (its cores divided among its sibling workers).
+        self.core_share = CoreShare(torch.get_num_threads()) if share_cores and loaded.device.type == "cpu" else None
         # Packed (unpadded) batches when the attention kernel takes variable-length sequences.
         self.packed = loaded.attention in PACKED_ATTENTION
 
@@ -57,6 +67,7 @@ class BatchedForward:
                         if stop is not None and stop():
                             raise Cancelled("every caller of this pass has gone")
                         indices = [pending[j] for j in batch]
+                        self._share_cores()
                         outputs.append((indices, self._batch([pairs[i] for i in indices])))
                         done.extend(indices)
                     pending = []
@@ -78,6 +89,13 @@ class BatchedForward:
                 for i, s in zip(indices, batch_scores.tolist()):
                     scores[i] = s
         return scores
+
+    def _share_cores(self) -> None:
+        if self.core_share is None or forking.in_forked_child:  # a forked child stays single-threaded
+            return
+        threads = self.core_share.threads()
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
 
     def _batch(self, pairs: list[EncodedPair]) -> torch.Tensor:
         """Scores of one batch as a float32 tensor, left on the device."""

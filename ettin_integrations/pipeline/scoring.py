@@ -115,7 +115,7 @@ class ScoringPipeline:
         return cls(
             pairs,
             DocumentWindows(pairs, chunk, config.chunk_tokens, config.chunk_overlap),
-            BatchedForward(loaded, budget, timings),
+            BatchedForward(loaded, budget, timings, share_cores=config.num_threads is None),
             truncate=not chunk,
             aggregate=config.chunk_aggregate,
             normalization=Normalization.from_options(config.engine_options()),
