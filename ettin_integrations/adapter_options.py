@@ -14,7 +14,7 @@ from pydantic import PrivateAttr, ValidationError, model_validator
 
 from .config import EngineConfig, EngineFields, describe_validation_error, unknown_option_message
 from .contract import BaseReranker, Reranker
-from .engine import EttinReranker
+from .registry import shared_reranker
 from .errors import InputTypeError, InvalidInputError
 from .model.loading import check_local_model
 
@@ -81,5 +81,5 @@ class EngineOptions(EngineFields):
         """The reranker passed in, or the shared engine for these options, loaded on first use (same
         options, same engine, one copy of the weights)."""
         if self._engine is None:
-            self._engine = EttinReranker.shared(self.engine_config())
+            self._engine = shared_reranker(self.engine_config())
         return self._engine

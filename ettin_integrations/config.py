@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from .catalog import DEFAULT_SIZE, hub_id
+from .catalog import DEFAULT_SIZE, hub_id, resolve_model
 from .errors import InputTypeError, InvalidInputError
 from .normalization import DEFAULT_SHIFT, DEFAULT_TEMPERATURE
 
@@ -233,6 +233,19 @@ class EngineFields(BaseModel):
         default=None,
         description="Extra keyword arguments for the transformers model (can override dtype / attn_implementation).",
     )
+    cascade: str | None = Field(
+        default=None,
+        description="Smaller models that prune before `model` rescores, in order, as 'MODEL:KEEP' separated by "
+        "commas (e.g. '17m:30'): each scores what reaches it and passes on its best KEEP; every stage takes these "
+        "same options. None: `model` alone.",
+    )
+
+    @field_validator("cascade", mode="before")
+    @classmethod
+    def _cascade_spec(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        return format_cascade(parse_cascade(value))
 
     @field_validator("num_threads")
     @classmethod
@@ -251,7 +264,7 @@ class EngineFields(BaseModel):
             value = os.fspath(value)
         if not isinstance(value, str) or not value.strip():
             raise ValueError("must be a hub id or a local directory path")
-        return value
+        return size_or_model(value)
 
     @field_validator("device", mode="before")
     @classmethod
@@ -281,6 +294,10 @@ class EngineFields(BaseModel):
     def engine_options(self) -> dict[str, Any]:
         """The engine options as plain values (what pickling and the registry key are made of)."""
         return {name: getattr(self, name) for name in EngineFields.model_fields}
+
+    def cascade_stages(self) -> list[tuple[str, int]]:
+        """The pruning stages before ``model`` as ``(model, keep)`` pairs; empty without a cascade."""
+        return [] if self.cascade is None else parse_cascade(self.cascade)
 
 
 class EngineConfig(EngineFields):
@@ -324,9 +341,12 @@ class EngineConfig(EngineFields):
 
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
-        model = str(Path(self.model).expanduser().resolve()) if is_local_path(self.model) else self.model
+        model = _absolute(self.model)
+        cascade = None if self.cascade is None else format_cascade(
+            [(_absolute(name), keep) for name, keep in parse_cascade(self.cascade)]
+        )
         resolved = self.model_copy(
-            update={"device": str(device), "dtype": str(dtype).replace("torch.", ""), "model": model}
+            update={"device": str(device), "dtype": str(dtype).replace("torch.", ""), "model": model, "cascade": cascade}
         )
         resolved._resolved = True
         return resolved
@@ -336,6 +356,58 @@ class EngineConfig(EngineFields):
         import json
 
         return json.dumps(self.resolved().engine_options(), sort_keys=True, default=str)
+
+
+def _absolute(model: str) -> str:
+    return str(Path(model).expanduser().resolve()) if is_local_path(model) else model
+
+
+def parse_cascade(spec: Any) -> list[tuple[str, int]]:
+    """``'17m:30,32m:10'`` (or a list of ``'MODEL:KEEP'`` strings or ``(model, keep)`` pairs) as pairs.
+
+    Raises ``ValueError`` naming the entry that is not a model and a whole number >= 1.
+    """
+    if isinstance(spec, str):
+        entries: list[Any] = [part.strip() for part in spec.split(",")]
+    elif isinstance(spec, (list, tuple)):
+        entries = list(spec)
+    else:
+        raise ValueError(f"expected 'MODEL:KEEP,...' or a list of them, got {type(spec).__name__}")
+    if not entries or entries == [""]:
+        raise ValueError("names no stage; expected 'MODEL:KEEP' (e.g. '17m:30'), or None for no cascade")
+    stages = []
+    for entry in entries:
+        if isinstance(entry, str):
+            name, sep, keep_text = entry.rpartition(":")
+            if not sep or not name.strip() or not keep_text.strip().isascii() or not keep_text.strip().isdigit():
+                raise ValueError(f"stage {entry!r:.80} is not 'MODEL:KEEP' with KEEP a whole number (e.g. '17m:30')")
+            name, keep = name.strip(), int(keep_text)
+        elif isinstance(entry, (list, tuple)) and len(entry) == 2:
+            name, keep = entry
+            if not isinstance(name, (str, os.PathLike)):
+                raise ValueError(f"stage model must be a name or a path, got {type(name).__name__}")
+            name = os.fspath(name)
+            keep = _whole_number(keep)
+            if not isinstance(keep, int):
+                raise ValueError(f"stage {name!r:.80}: keep must be a whole number, got {keep!r:.40}")
+        else:
+            raise ValueError(f"stage {entry!r:.80} is neither 'MODEL:KEEP' nor a (model, keep) pair")
+        if keep < 1:
+            raise ValueError(f"stage {name!r:.80}: keep must be >= 1, got {keep}")
+        if "," in name or not name.strip():
+            raise ValueError(f"stage model {name!r:.80} must be a hub id, a size or a path without commas")
+        stages.append((size_or_model(name.strip()), keep))
+    return stages
+
+
+def size_or_model(name: str) -> str:
+    """An Ettin size (``"150m"``) as its hub id, unless a local directory has that name."""
+    return name if Path(name).expanduser().exists() else resolve_model(name)
+
+
+def format_cascade(stages: list[tuple[str, int]]) -> str:
+    """The canonical spelling of a cascade (sizes as hub ids): what keys, pickles and YAML carry."""
+    return ",".join(f"{name}:{keep}" for name, keep in stages)
 
 
 def check_chunk_overlap(overlap: int | None, window: int, window_text: str) -> None:

@@ -65,6 +65,11 @@ class EttinReranker(BaseReranker):
                 raise InputTypeError(f"config must be an EngineConfig, got {type(config).__name__}.")
         else:
             config = EngineConfig.create(model=DEFAULT_MODEL if model is None else model, **options)
+        if config.cascade is not None:
+            raise InvalidInputError(
+                f"cascade={config.cascade!r} makes a reranker of several engines: build it with "
+                "get_reranker(model, cascade=...), not EttinReranker."
+            )
         self._config = config.resolved()
         # Pickles ship the options as given ("auto" stays "auto": another process picks its own device).
         self._given = config.model_copy(update={"model": self._config.model})
@@ -204,6 +209,7 @@ class EttinReranker(BaseReranker):
             "forward_path": self.forward_path,
             "compile": self.compile_stats,
             "max_length": self.max_length,
+            "parameters": self._loaded.parameters,
             "micro_batching": self._config.micro_batching,
             "options": self.options,
         }
@@ -242,6 +248,7 @@ class EttinReranker(BaseReranker):
                 [d for b in batches for d in b.documents_per_query],
                 [c for b in batches for c in b.caps],
                 tuple(t for b in batches for t in b.traces),
+                tuple(h for b in batches for h in b.query_handoffs()),
             ),
             stop=abandoned,
         )
@@ -256,7 +263,8 @@ def _batch(request: ScoringRequest) -> Batch:
     """The request as pipeline work, carrying the caller's trace context (when tracing) to the pass."""
     traces = (tracing.current_context(),) if tracing.enabled() else ()
     caps = [request.max_document_tokens] * len(request.queries)
-    return Batch(request.queries, request.documents_per_query, caps, traces)
+    handoffs = (request.handoff,) * len(request.queries) if request.handoff is not None else ()
+    return Batch(request.queries, request.documents_per_query, caps, traces, handoffs)
 
 
 def _apply_num_threads(threads: int | None) -> None:

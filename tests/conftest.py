@@ -71,6 +71,12 @@ def tiny_checkpoint(run_dir: Path) -> str:
 
 
 @pytest.fixture(scope="session")
+def other_tiny_checkpoint(run_dir: Path) -> str:
+    """The tiny shape with other random weights and the same tokenizer: a second cascade stage."""
+    return str(build_checkpoint(_cache_root(run_dir) / "tiny-seed1", "tiny", seed=1))
+
+
+@pytest.fixture(scope="session")
 def fallback_checkpoint(run_dir: Path) -> str:
     """Same architecture with the offline-trained tokenizer, as on a machine without ../shared."""
     return str(build_checkpoint(_cache_root(run_dir) / "tiny-fallback", "tiny", tokenizer="fallback"))

@@ -83,6 +83,11 @@ class LoadedModel:
     def __post_init__(self) -> None:
         forking.register(self)
 
+    @property
+    def parameters(self) -> int:
+        """Weights in the model (what orders a cascade's stages by size)."""
+        return sum(p.numel() for p in self.cross_encoder.parameters())
+
     def reset_after_fork(self) -> None:
         # A lock another parent thread held at the fork would stay held forever in the child.
         self.lock = threading.Lock()

@@ -33,6 +33,7 @@ from ..results import RequestCost, ScoreDetails
 from .forward import BatchedForward
 from .timings import StageTimes, progress_bar
 from .token_cache import TokenCache
+from .token_handoff import TokenHandoff
 from .tokenization import PairTokenizer
 from .waves import overlapped, wave_spans
 from .windows import DocumentWindows, Unit, aggregate
@@ -60,6 +61,12 @@ class Batch:
     #: Trace contexts of the requests this batch serves (empty without OpenTelemetry): the pass span's
     #: parent is the first, and it links the others.
     traces: tuple[Any, ...] = ()
+    #: Per query, a cascade's token handoff (empty when no query has one): ids earlier stages made.
+    handoffs: tuple[TokenHandoff | None, ...] = ()
+
+    def query_handoffs(self) -> tuple[TokenHandoff | None, ...]:
+        """One entry per query (None where there is no handoff), for merging batches."""
+        return self.handoffs or (None,) * len(self.queries)
 
 
 @dataclass
@@ -152,8 +159,9 @@ class ScoringPipeline:
         if not flat:
             return [ScoreDetails([], [], [], []) for _ in batch.queries]
         owner = [q for q, docs in enumerate(batch.documents_per_query) for _ in docs]
+        handoffs = batch.handoffs if any(h is not None for h in batch.handoffs) else None
         with self.timings.stage("tokenize"):
-            query_ids = self.pairs.encode_documents(batch.queries, self.pairs.text_budget)
+            query_ids = self.pairs.encode_documents(batch.queries, self.pairs.text_budget, handoffs)
         scored = _Scored([[] for _ in flat], [False] * len(flat))
         tokens = pairs = 0
         # Nothing past the window can reach the model in truncate mode: tokenize only that much.
@@ -162,7 +170,8 @@ class ScoringPipeline:
         def tokenize_and_window(start: int, end: int) -> list[Unit]:
             with self.timings.stage("tokenize"):
                 units: list[Unit] = []
-                for doc, ids in enumerate(self.pairs.encode_documents(flat[start:end], limit), start):
+                wave_handoffs = None if handoffs is None else [handoffs[owner[d]] for d in range(start, end)]
+                for doc, ids in enumerate(self.pairs.encode_documents(flat[start:end], limit, wave_handoffs), start):
                     cap = batch.caps[owner[doc]]
                     if cap is not None and len(ids) > cap:
                         ids, scored.truncated[doc] = ids[:cap], True

@@ -10,6 +10,7 @@ are exactly those of the tokenizer's pair encoding, so scores match the referenc
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from array import array
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from .token_cache import TokenCache
+from .token_handoff import TokenHandoff
 
 #: Characters per token assumed when cutting a document before tokenizing (most tokens are shorter;
 #: if a cut yields too few tokens, the cut doubles, so the guess only affects speed).
@@ -108,12 +110,24 @@ class PairTokenizer:
         self.lowercase = lowercase
         self._backend = getattr(tokenizer, "backend_tokenizer", None)
         self.cache = cache
+        self._special_as_text = special_tokens_as_text
+        self._fingerprint: str | None = None
         if special_tokens_as_text:
             if self._backend is None:
                 raise InvalidInputError("special_tokens_as_text needs a fast (Rust) tokenizer.")
             # A private copy: the shared model's tokenizer must keep the reference behaviour.
             self._backend = copy.deepcopy(self._backend)
             self._backend.encode_special_tokens = True
+
+    @property
+    def fingerprint(self) -> str:
+        """Names what this tokenizer does (its full serialised form and our options): equal fingerprints
+        give equal ids for every text, so a cascade's later stage may reuse an earlier stage's ids."""
+        if self._fingerprint is None:
+            described = self._backend.to_str() if self._backend is not None else repr(self.tokenizer)
+            options = f"|lowercase={self.lowercase}|special_as_text={self._special_as_text}"
+            self._fingerprint = hashlib.sha256((described + options).encode("utf-8")).hexdigest()
+        return self._fingerprint
 
     @property
     def text_budget(self) -> int:
@@ -132,20 +146,30 @@ class PairTokenizer:
         encoded = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
         return [_compact(ids) for ids in encoded]
 
-    def encode_documents(self, texts: Sequence[str], limit: int | None) -> list[Sequence[int]]:
+    def encode_documents(
+        self, texts: Sequence[str], limit: int | None, handoffs: Sequence[TokenHandoff | None] | None = None
+    ) -> list[Sequence[int]]:
         """Token ids of documents of which at most ``limit`` tokens can be used (``None``: all).
 
         A document longer than ``limit`` tokens could be is cut before tokenizing, at a whitespace
         boundary that tokenization cannot cross, so its first ``limit`` ids are exactly those of the
         whole text while time and memory stay bounded by ``limit``. ``limit + 1`` ids come back for
         such a document, which is how callers learn it was longer. With a cache, texts seen before
-        are not tokenized again.
+        are not tokenized again; with ``handoffs`` (one per text, from a cascade), neither are texts
+        an earlier stage with the same tokenizer already tokenized, and what is tokenized here is
+        recorded for the next stage.
         """
         out: list[Sequence[int] | None] = [None] * len(texts)
         todo = list(range(len(texts)))
+        if handoffs is not None and any(h is not None for h in handoffs):
+            fingerprint = self.fingerprint
+            for i, (text, handoff) in enumerate(zip(texts, handoffs)):
+                if handoff is not None:
+                    out[i] = handoff.lookup(fingerprint, text, limit)
+            todo = [i for i in todo if out[i] is None]
         if self.cache is not None:
-            for i, text in enumerate(texts):
-                out[i] = self.cache.get(text, limit)
+            for i in todo:
+                out[i] = self.cache.get(texts[i], limit)
             todo = [i for i in todo if out[i] is None]
         cut = limit * CHARS_PER_TOKEN if limit is not None and self._backend is not None else None
         whole = [i for i in todo if cut is None or len(texts[i]) <= cut]
@@ -162,6 +186,10 @@ class PairTokenizer:
         if self.cache is not None:
             for i in todo:
                 self.cache.put(texts[i], limit, out[i])  # type: ignore[arg-type]
+        if handoffs is not None:
+            for text, handoff, ids in zip(texts, handoffs, out):
+                if handoff is not None:
+                    handoff.record(self.fingerprint, text, limit, ids)  # type: ignore[arg-type]
         return out  # type: ignore[return-value]
 
     def _stable_prefix_ids(self, prefixes: list[str], limit: int) -> list[Sequence[int] | None]:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar, cast
 
 from ..config import unknown_option_message
 from ..errors import InputTypeError, InvalidInputError
+from .token_handoff import TokenHandoff
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -123,11 +124,16 @@ def check_positive(name: str, value: Any) -> int | None:
 
 @dataclass(frozen=True)
 class ScoringRequest:
-    """Validated input of one call: queries, one document list each, and an optional per-document token cap."""
+    """Validated input of one call: queries, one document list each, and an optional per-document token cap.
+
+    ``handoff`` is set by a cascade only: token ids its earlier stages made, for a later stage with the
+    same tokenizer to reuse (backends that do not tokenize ignore it).
+    """
 
     queries: list[str]
     documents_per_query: list[list[str]]
     max_document_tokens: int | None = None
+    handoff: TokenHandoff | None = None
 
     @property
     def num_documents(self) -> int:

@@ -39,12 +39,21 @@ def main(argv: list[str] | None = None) -> None:
         "have a real reranker's spread (needs the [distill] extra; 10-25 minutes for 17m on 2 CPU cores, "
         "resumed where it stopped if interrupted; report in PATH/fixture.json)",
     )
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        choices=["bm25", "rule"],
+        help="with --trained: learn from BM25 (default), or from the rule behind the generated qrels (on topic, query "
+        "words present), which knows more than BM25, as a real teacher does",
+    )
     parser.add_argument("--steps", type=int, default=None, help="training steps with --trained (default per shape)")
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps must be a whole number >= 1, got {args.steps}")
     if args.steps is not None and not args.trained:
         parser.error("--steps is for --trained builds (random checkpoints are not trained)")
+    if args.teacher is not None and not args.trained:
+        parser.error("--teacher is for --trained builds (random checkpoints are not trained)")
     try:
         check_output_folder(Path(args.path))
     except InvalidInputError as exc:
@@ -83,7 +92,7 @@ def _build(args: argparse.Namespace) -> Path:
 
         return build_trained_checkpoint(
             args.path, args.size, steps=args.steps, seed=args.seed, tokenizer=args.tokenizer,
-            overwrite=args.overwrite, progress=True,
+            overwrite=args.overwrite, progress=True, teacher=args.teacher or "bm25",
         )  # fmt: skip
     return build_checkpoint(args.path, args.size, tokenizer=args.tokenizer, seed=args.seed, overwrite=args.overwrite)
 

@@ -27,11 +27,18 @@ LOW_LOGIT, HIGH_LOGIT = -8.0, 12.0
 DEFAULT_STEPS = {"tiny": 600, "17m": 1500}
 
 
+#: Teachers a trained fixture can learn from: BM25 (what a first stage already knows), or the rule
+#: behind the collection's qrels (on topic, and how many query words a passage holds), which knows
+#: more than BM25, so rerankers distilled from it beat the first stage, as real ones do.
+TEACHERS = ("bm25", "rule")
+
+
 def generate_collection(
     folder: Path, num_docs: int = 600, num_queries: int = 1500, topics: int = 16, seed: int = 0
 ) -> None:
     """A BEIR folder of topical passages and 2-4 word queries; qrels mark on-topic passages that
-    contain every query word."""
+    contain every query word. ``topics.json`` records each passage's and query's topic (the rule
+    teacher reads it)."""
     rng = random.Random(seed)
     words = sorted({w for w in WORDS if len(w) >= 4})  # content words: topics and queries
     common = sorted({w for w in WORDS if len(w) <= 3})  # function words: filler
@@ -63,6 +70,38 @@ def generate_collection(
                 present = set(text.lower().rstrip(".").split())
                 if doc_topic == topic and all(t in present for t in terms):
                     out.write(f"{qid}\t{did}\t1\n")
+    topic_of = {"docs": {d: t for d, (t, _) in docs.items()}, "queries": {q: t for q, (t, _) in queries.items()}}
+    (folder / "topics.json").write_text(json.dumps(topic_of), encoding="utf-8")
+
+
+def rule_teacher_scores(
+    folder: Path, candidates: int = 24, negatives: int = 8, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """The same candidates as :func:`bm25_teacher_scores`, scored by the rule behind the qrels.
+
+    On a 0..1 scale, then mapped onto LOW_LOGIT..HIGH_LOGIT: 0.5 x on-topic x fraction of the query
+    words present, + 0.3 x that fraction, + 0.15 x on-topic, + 0.05 x BM25 (relative to the 99th
+    percentile, at most 1; it orders passages the rule ties). A relevant passage (on topic, every
+    word) lands near HIGH_LOGIT; an off-topic passage holding every word near 0.
+    """
+    bm25 = bm25_teacher_scores(folder, candidates, negatives, seed=seed)
+    topic_of = json.loads((folder / "topics.json").read_text(encoding="utf-8"))
+    from ..evaluation.beir import load_beir
+
+    dataset = load_beir(folder, judged_only=False)
+    span = HIGH_LOGIT - LOW_LOGIT
+    out: dict[str, dict[str, float]] = {}
+    for qid, docs in bm25.items():
+        terms = set(dataset.queries[qid].lower().split())
+        out[qid] = {}
+        for did, logit in docs.items():
+            present = set(dataset.corpus[did].lower().rstrip(".").split())
+            words = len(terms & present) / len(terms)
+            on_topic = float(topic_of["docs"][did] == topic_of["queries"][qid])
+            lexical = min(1.0, max(0.0, (logit - LOW_LOGIT) / span))
+            value = 0.5 * on_topic * words + 0.3 * words + 0.15 * on_topic + 0.05 * lexical
+            out[qid][did] = round(LOW_LOGIT + span * value, 4)
+    return out
 
 
 def bm25_teacher_scores(
@@ -105,8 +144,9 @@ def build_trained_checkpoint(
     tokenizer: str | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    teacher: str = "bm25",
 ) -> Path:
-    """Write an Ettin-shaped ``CrossEncoder`` distilled from a BM25 teacher to ``path`` (cached).
+    """Write an Ettin-shaped ``CrossEncoder`` distilled from a teacher (see :data:`TEACHERS`) to ``path`` (cached).
 
     ``path/fixture.json`` reports the run: held-out agreement with the teacher before and after,
     the loss, and the trained model's within-query score spread.
@@ -117,7 +157,7 @@ def build_trained_checkpoint(
     return build_once(
         path,
         built=lambda: (path / "fixture.json").is_file() and (path / "modules.json").is_file() and not overwrite,
-        build=lambda: _train_fixture(path, size, steps, seed, tokenizer, progress),
+        build=lambda: _train_fixture(path, size, steps, seed, tokenizer, progress, teacher),
     )
 
 
@@ -128,7 +168,9 @@ def _read_stamp(path: Path) -> Any:
         return None
 
 
-def _train_fixture(path: Path, size: str, steps: int | None, seed: int, tokenizer: str | None, progress: bool) -> Path:
+def _train_fixture(
+    path: Path, size: str, steps: int | None, seed: int, tokenizer: str | None, progress: bool, teacher_name: str
+) -> Path:
     from ..distillation.agreement import score_spread
     from ..distillation.pipeline import distill
     from ..distillation.teacher import write_scores
@@ -141,7 +183,10 @@ def _train_fixture(path: Path, size: str, steps: int | None, seed: int, tokenize
     # and teacher scores are made once, and training resumes from its last checkpoint (distill's own).
     work = path.with_name(path.name + ".build")
     max_steps = steps or DEFAULT_STEPS.get(size, 600)
-    stamp = {"size": size, "steps": max_steps, "seed": seed, "tokenizer": tokenizer}
+    if teacher_name not in TEACHERS:
+        raise ValueError(f"teacher must be one of {', '.join(TEACHERS)}, got {teacher_name!r}")
+    score_with = rule_teacher_scores if teacher_name == "rule" else bm25_teacher_scores
+    stamp = {"size": size, "steps": max_steps, "seed": seed, "tokenizer": tokenizer, "teacher": teacher_name}
     if _read_stamp(work / "build.json") != stamp:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -154,11 +199,11 @@ def _train_fixture(path: Path, size: str, steps: int | None, seed: int, tokenize
     candidates, negatives = (12, 12) if size == "tiny" else (24, 8)
     if not (data / "teacher.jsonl").is_file():
         generate_collection(data, seed=seed)
-        teacher = bm25_teacher_scores(data, candidates, negatives, seed=seed)
+        teacher = score_with(data, candidates, negatives, seed=seed)
         write_scores(data / "teacher.jsonl.part", teacher)  # travels with the data into PATH/fixture-data
         (data / "teacher.jsonl.part").replace(data / "teacher.jsonl")
     else:
-        teacher = bm25_teacher_scores(data, candidates, negatives, seed=seed)
+        teacher = score_with(data, candidates, negatives, seed=seed)
     options = TrainingOptions(
         max_steps=max_steps,
         batch_size=32,
@@ -181,7 +226,10 @@ def _train_fixture(path: Path, size: str, steps: int | None, seed: int, tokenize
     trained = [engine.score(dataset.queries[q], [dataset.corpus[d] for d in teacher[q]]) for q in sample]
     info: dict[str, Any] = {
         "size": size,
-        "teacher": "BM25 over a generated topical corpus, mapped linearly onto about -8..12",
+        "teacher": {
+            "bm25": "BM25 over a generated topical corpus, mapped linearly onto about -8..12",
+            "rule": "the rule behind the qrels (on topic, query words present) plus a little BM25, onto -8..12",
+        }[teacher_name],
         "steps": options.max_steps,
         "agreement_before": report.before,
         "agreement_after": report.after,
