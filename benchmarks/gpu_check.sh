@@ -33,3 +33,15 @@ if python -c "import datasets, accelerate, bm25s, ir_measures" 2>/dev/null; then
 else
   echo "precision: skipped (pip install 'sentence-transformers[train]' bm25s ir-measures to run it)"
 fi
+# The cascade's quality/cost table on the real family (17m -> 150m, 32m -> 1b), when the hub models are in the
+# Hugging Face cache and CASCADE_DATA names a BEIR folder (e.g. scifact): BM25 top 100, bf16, one query at a time.
+if [ -n "${CASCADE_DATA:-}" ]; then
+  for pair in "17m 150m" "32m 1b"; do
+    set -- $pair
+    python -m ettin_integrations.benchmarking.cascade --cheap "$1" --expensive "$2" --data "$CASCADE_DATA" \
+      --device cuda --dtype bfloat16 --max-length 512 --keep 10 20 30 50 --out "$out/cascade-$1-$2" \
+      || echo "cascade $1 -> $2: failed (are both models in the cache?)"
+  done
+else
+  echo "cascade: skipped (set CASCADE_DATA=<BEIR folder>, with the hub models in the cache)"
+fi

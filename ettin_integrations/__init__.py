@@ -18,6 +18,8 @@ _EXPORTS = {
     "BaseReranker": "contract",
     "Reranker": "contract",
     "EttinReranker": "engine",
+    "CascadeReranker": "cascade",
+    "CascadeStage": "cascade",
     "RemoteReranker": "remote",
     "Normalization": "normalization",
     "RankResult": "results",
@@ -34,6 +36,7 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
+    from .cascade import CascadeReranker, CascadeStage  # noqa: F401
     from .config import DEFAULT_MODEL, EngineConfig  # noqa: F401
     from .contract import BaseReranker, Reranker  # noqa: F401
     from .engine import EttinReranker  # noqa: F401

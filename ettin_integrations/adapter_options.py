@@ -14,9 +14,9 @@ from pydantic import PrivateAttr, ValidationError, model_validator
 
 from .config import EngineConfig, EngineFields, describe_validation_error, unknown_option_message
 from .contract import BaseReranker, Reranker
-from .registry import shared_reranker
 from .errors import InputTypeError, InvalidInputError
 from .model.loading import check_local_model
+from .registry import shared_reranker
 
 # Metadata keys the adapters write (documented in README).
 RAW_SCORE_KEY = "rerank_raw_score"

@@ -191,10 +191,15 @@ class CascadeReranker(BaseReranker):
         return {**self._stages[-1].reranker.options, **super().options}
 
     def describe(self) -> dict[str, Any]:
+        """The last stage's description (what scores finally: device, dtype, max_length), this cascade's model
+        and normalization, and ``cascade``: every stage's keep and description."""
         return {
+            **self._stages[-1].reranker.describe(),
             **super().describe(),
+            "options": self.options,
             "cascade": [
-                {"stage": i + 1, "keep": stage.keep, **stage.reranker.describe()} for i, stage in enumerate(self._stages)
+                {"stage": i + 1, "keep": stage.keep, **stage.reranker.describe()}
+                for i, stage in enumerate(self._stages)
             ],
         }
 
@@ -279,7 +284,9 @@ class _CascadeRun:
         self.handoff = request.handoff or (TokenHandoff() if cascade.share_tokens else None)
         self.alive = [list(range(len(docs))) for docs in request.documents_per_query]
         count = len(cascade.stages)
-        self.raw: list[list[list[float | None]]] = [[[None] * count for _ in docs] for docs in request.documents_per_query]
+        self.raw: list[list[list[float | None]]] = [
+            [[None] * count for _ in docs] for docs in request.documents_per_query
+        ]
         self.truncated = [[False] * len(docs) for docs in request.documents_per_query]
         self.windows = [[1] * len(docs) for docs in request.documents_per_query]
         self.last_stage = [[0] * len(docs) for docs in request.documents_per_query]
@@ -293,11 +300,15 @@ class _CascadeRun:
             self._asked = [q for q, alive in enumerate(self.alive) if alive]
             if self._asked:
                 docs = self.request.documents_per_query
-                yield index + 1, stage, ScoringRequest(
-                    [self.request.queries[q] for q in self._asked],
-                    [[docs[q][i] for i in self.alive[q]] for q in self._asked],
-                    self.request.max_document_tokens,
-                    self.handoff,
+                yield (
+                    index + 1,
+                    stage,
+                    ScoringRequest(
+                        [self.request.queries[q] for q in self._asked],
+                        [[docs[q][i] for i in self.alive[q]] for q in self._asked],
+                        self.request.max_document_tokens,
+                        self.handoff,
+                    ),
                 )
             if stage.keep is not None:
                 self.alive = [_best(alive, [self.raw[q][i][index] for i in alive], stage.keep, stage.margin)
@@ -311,7 +322,8 @@ class _CascadeRun:
             alive = self.alive[q]
             if len(answer.raw_scores) != len(alive):
                 raise EttinError(
-                    f"cascade stage {self._stage + 1} returned {len(answer.raw_scores)} scores for {len(alive)} documents."
+                    f"cascade stage {self._stage + 1} returned {len(answer.raw_scores)} scores "
+                    f"for {len(alive)} documents."
                 )
             for doc, raw, cut, windows in zip(alive, answer.raw_scores, answer.truncated, answer.windows):
                 self.raw[q][doc][self._stage] = float(raw)
@@ -367,8 +379,9 @@ def _tiered(raw: list[list[float | None]], last_stage: list[int], count: int) ->
 def _call_stage(reranker: Reranker, request: ScoringRequest, show_progress_bar: bool) -> list[ScoreDetails]:
     if isinstance(reranker, BaseReranker):
         return reranker._traced(request, show_progress_bar)  # keeps the handoff (token ids shared)
-    return reranker.score_many(request.queries, request.documents_per_query,
-                               max_document_tokens=request.max_document_tokens, show_progress_bar=show_progress_bar)  # fmt: skip
+    cap = request.max_document_tokens
+    return reranker.score_many(request.queries, request.documents_per_query, max_document_tokens=cap,
+                               show_progress_bar=show_progress_bar)  # fmt: skip
 
 
 async def _acall_stage(reranker: Reranker, request: ScoringRequest, show_progress_bar: bool) -> list[ScoreDetails]:
@@ -393,7 +406,8 @@ def _naming_stage(exc: Exception, position: int, count: int, reranker: Reranker)
         named = copy.copy(exc)
         named.args = (f"{stage} failed: {exc}", *exc.args[1:])
     if named is None or stage not in str(named):
-        exc.add_note(f"in {stage}")
+        if hasattr(exc, "add_note"):  # Python 3.11+: the traceback says which stage
+            exc.add_note(f"in {stage}")
         return exc
     return named
 

@@ -342,11 +342,18 @@ class EngineConfig(EngineFields):
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
         model = _absolute(self.model)
-        cascade = None if self.cascade is None else format_cascade(
-            [(_absolute(name), keep) for name, keep in parse_cascade(self.cascade)]
+        cascade = (
+            None
+            if self.cascade is None
+            else format_cascade([(_absolute(name), keep) for name, keep in parse_cascade(self.cascade)])
         )
         resolved = self.model_copy(
-            update={"device": str(device), "dtype": str(dtype).replace("torch.", ""), "model": model, "cascade": cascade}
+            update={
+                "device": str(device),
+                "dtype": str(dtype).replace("torch.", ""),
+                "model": model,
+                "cascade": cascade,
+            }
         )
         resolved._resolved = True
         return resolved

@@ -329,7 +329,8 @@ def test_a_failing_stage_gives_no_partial_answer():
 
     with pytest.raises(RuntimeError, match="out of cheese") as caught:
         CascadeReranker([(WordOverlap(), 2), Broken()]).rank("a", ["a", "b", "c"])
-    assert "cascade stage 2 of 2" in "".join(caught.value.__notes__)
+    if hasattr(caught.value, "add_note"):  # Python 3.11+
+        assert "cascade stage 2 of 2" in "".join(caught.value.__notes__)
 
     class Lying(WordOverlap):
         def _score_request(self, request, show_progress_bar):
@@ -340,9 +341,7 @@ def test_a_failing_stage_gives_no_partial_answer():
 
 
 # ----------------------------------------------------------------------------- everywhere a reranker goes
-def test_built_from_options_it_pickles_without_weights_and_describes_its_stages(
-    tiny_checkpoint, other_tiny_checkpoint
-):
+def test_built_from_options_it_pickles_without_weights_and_describes_its_stages(tiny_checkpoint, other_tiny_checkpoint):
     cascade = get_reranker(tiny_checkpoint, cascade=[(other_tiny_checkpoint, 3)], device="cpu")
     assert cascade is get_reranker(tiny_checkpoint, cascade=f"{other_tiny_checkpoint}:3", device="auto")
     assert cascade.options["cascade"] == f"{other_tiny_checkpoint}:3" and cascade.options["device"] == "cpu"
@@ -450,3 +449,21 @@ def test_the_ray_data_callable_runs_a_cascade(tiny_checkpoint, other_tiny_checkp
     out = callable_({"query": [QUERY], "documents": [DOCS]})
     expected = get_reranker(tiny_checkpoint, cascade=spec, device="cpu").rank(QUERY, DOCS, top_n=2)
     assert out["ranking"] == [[h.index for h in expected]]
+
+
+def test_serve_cascade_serves_one_model_whose_info_lists_the_stages(tiny_checkpoint, other_tiny_checkpoint):
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    from conftest import running_service
+
+    spec = f"{other_tiny_checkpoint}:3"
+    with running_service(tiny_checkpoint, "--cascade", spec, "--device", "cpu", "--dtype", "float32") as (url, _):
+        info = httpx.get(f"{url}/info", timeout=30).json()
+        assert info["model"] == tiny_checkpoint and info["max_length"] == 512  # the CPU service's window
+        assert [(s["model"], s["keep"]) for s in info["cascade"]] == [
+            (other_tiny_checkpoint, 3),
+            (tiny_checkpoint, None),
+        ]
+        remote = RemoteReranker(url)
+        local = get_reranker(tiny_checkpoint, cascade=spec, device="cpu", dtype="float32", max_length=512)
+        assert [h.index for h in remote.rank(QUERY, DOCS)] == [h.index for h in local.rank(QUERY, DOCS)]

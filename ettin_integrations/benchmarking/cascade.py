@@ -87,21 +87,21 @@ def measure(
                     order = sorted(range(len(texts[q])), key=lambda i: (-details.raw_scores[i], i))
                     setting.ranked[q] = [candidates[q][i] for i in order]
                     stages = getattr(details, "stages", None)
-                    setting.passed.append(
-                        sum(1 for s in stages if s == 1) if stages is not None else len(texts[q])
-                    )
+                    setting.passed.append(sum(1 for s in stages if s == 1) if stages is not None else len(texts[q]))
             setting.times.append(seconds)
             setting.tokenize.append(expensive.timings.snapshot()["tokenize"] - before)
     reference = next(s for s in settings if s.single == "expensive")
     rows = []
     for setting in settings:
-        run = {q: {d: float(len(ranked) - rank) for rank, d in enumerate(ranked)} for q, ranked in setting.ranked.items()}
+        run = {
+            q: {d: float(len(ranked) - rank) for rank, d in enumerate(ranked)} for q, ranked in setting.ranked.items()
+        }
         quality = metrics(dataset, run, 10)
         fastest = min(range(repeats), key=lambda r: statistics.median(setting.times[r]))
         overlap = statistics.mean(
             len(set(setting.ranked[q][:10]) & set(reference.ranked[q][:10])) / 10 for q in query_ids
         )
-        rows.append({
+        row: dict[str, Any] = {
             "setting": setting.name,
             "nDCG@10": quality["nDCG@10"],
             "Recall@10": quality["Recall@10"],
@@ -110,7 +110,8 @@ def measure(
             "ms_per_query": 1000 * statistics.median(setting.times[fastest]),
             "expensive_tokenize_ms_per_query": None if setting.single == "cheap"
             else 1000 * min(setting.tokenize) / len(query_ids),
-        })  # fmt: skip
+        }  # fmt: skip
+        rows.append(row)
     base = next(r for r in rows if r["setting"] == reference.name)
     for row in rows:
         row["nDCG_vs_expensive"] = row["nDCG@10"] / base["nDCG@10"] if base["nDCG@10"] else None
@@ -147,7 +148,9 @@ def to_markdown(report: dict[str, Any]) -> str:
     ]
     for row in report["rows"]:
         passed = "" if row["passed_on_mean"] is None else f"{row['passed_on_mean']:.1f}"
-        tokenize = "" if row["expensive_tokenize_ms_per_query"] is None else f"{row['expensive_tokenize_ms_per_query']:.2f}"
+        tokenize = (
+            "" if row["expensive_tokenize_ms_per_query"] is None else f"{row['expensive_tokenize_ms_per_query']:.2f}"
+        )
         lines.append(
             f"| {row['setting']} | {row['nDCG@10']:.3f} | {row['Recall@10']:.3f} | {row['ms_per_query']:.1f} | "
             f"{row['nDCG_vs_expensive']:.2f} / {row['time_vs_expensive']:.2f} | "
@@ -180,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=100, help="the last N judged queries")
     parser.add_argument("--candidates", type=int, default=100, help="BM25 top k per query")
     parser.add_argument("--keep", type=int, nargs="+", default=[10, 20, 30, 50])
-    parser.add_argument("--margin", nargs="*", default=[], metavar="KEEP:MARGIN",
-                        help="adaptive settings: keep KEEP plus every candidate within MARGIN logits of the KEEP-th")  # fmt: skip
+    adaptive = "adaptive settings: keep KEEP plus every candidate within MARGIN logits of the KEEP-th"
+    parser.add_argument("--margin", nargs="*", default=[], metavar="KEEP:MARGIN", help=adaptive)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")

@@ -87,8 +87,9 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     reranker = make_reranker(args)  # loaded before the port opens: /health means ready
     service = RerankService(reranker, settings)
     about = reranker.describe()
+    pruned_by = "".join(f"{stage['model']} keeps {stage['keep']} -> " for stage in about.get("cascade", [])[:-1])
     print(
-        f"Serving {reranker.model_name} on http://{settings.host}:{settings.port} "
+        f"Serving {pruned_by}{reranker.model_name} on http://{settings.host}:{settings.port} "
         f"({about.get('device')}, {about.get('dtype')}, attention={about.get('attention')})",
         file=sys.stderr,
         flush=True,

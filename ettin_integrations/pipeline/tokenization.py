@@ -187,9 +187,9 @@ class PairTokenizer:
             for i in todo:
                 self.cache.put(texts[i], limit, out[i])  # type: ignore[arg-type]
         if handoffs is not None:
-            for text, handoff, ids in zip(texts, handoffs, out):
-                if handoff is not None:
-                    handoff.record(self.fingerprint, text, limit, ids)  # type: ignore[arg-type]
+            for text, handoff, known in zip(texts, handoffs, out):
+                if handoff is not None and known is not None:
+                    handoff.record(self.fingerprint, text, limit, known)
         return out  # type: ignore[return-value]
 
     def _stable_prefix_ids(self, prefixes: list[str], limit: int) -> list[Sequence[int] | None]:

@@ -31,6 +31,8 @@ DEFAULT_STEPS = {"tiny": 600, "17m": 1500}
 #: behind the collection's qrels (on topic, and how many query words a passage holds), which knows
 #: more than BM25, so rerankers distilled from it beat the first stage, as real ones do.
 TEACHERS = ("bm25", "rule")
+#: The rule teacher's negatives come from BM25's top this many: what a reranker of a top 100 must tell apart.
+RULE_POOL = 100
 
 
 def generate_collection(
@@ -84,7 +86,7 @@ def rule_teacher_scores(
     percentile, at most 1; it orders passages the rule ties). A relevant passage (on topic, every
     word) lands near HIGH_LOGIT; an off-topic passage holding every word near 0.
     """
-    bm25 = bm25_teacher_scores(folder, candidates, negatives, seed=seed)
+    bm25 = bm25_teacher_scores(folder, candidates, negatives, seed=seed, pool=RULE_POOL)
     topic_of = json.loads((folder / "topics.json").read_text(encoding="utf-8"))
     from ..evaluation.beir import load_beir
 
@@ -105,10 +107,12 @@ def rule_teacher_scores(
 
 
 def bm25_teacher_scores(
-    folder: Path, candidates: int = 24, negatives: int = 8, seed: int = 0
+    folder: Path, candidates: int = 24, negatives: int = 8, seed: int = 0, pool: int | None = None
 ) -> dict[str, dict[str, float]]:
-    """Per query: BM25's top ``candidates`` plus ``negatives`` random passages, scored by BM25 mapped
-    linearly onto LOW_LOGIT..HIGH_LOGIT (the 99th percentile of BM25 over all pairs maps to HIGH)."""
+    """Per query: BM25's top ``candidates`` plus ``negatives`` passages drawn at random (from BM25's
+    ranks ``candidates..pool`` when ``pool`` is given: the partial matches a reranker meets in a top
+    100; else from the whole corpus), scored by BM25 mapped linearly onto LOW_LOGIT..HIGH_LOGIT (the
+    99th percentile of BM25 over all pairs maps to HIGH)."""
     import bm25s
     import numpy as np
 
@@ -125,9 +129,10 @@ def bm25_teacher_scores(
         if not tokens:
             continue
         all_scores = np.asarray(retriever.get_scores(tokens))
-        top = [int(i) for i in np.argsort(-all_scores)[:candidates]]
+        ranking = [int(i) for i in np.argsort(-all_scores)]
+        top = ranking[:candidates]
         taken = set(top)
-        others = [i for i in range(len(doc_ids)) if i not in taken]
+        others = ranking[candidates:pool] if pool else [i for i in range(len(doc_ids)) if i not in taken]
         chosen = top + rng.sample(others, min(negatives, len(others)))
         raw[qid] = {doc_ids[i]: float(all_scores[i]) for i in chosen}
     high = float(np.percentile([s for docs in raw.values() for s in docs.values()], 99)) or 1.0
@@ -197,6 +202,8 @@ def _train_fixture(
     data = work / "data"
     # The tiny test shape gets an easier mix (half clear negatives) so it learns in well under a minute.
     candidates, negatives = (12, 12) if size == "tiny" else (24, 8)
+    if teacher_name == "rule":
+        candidates, negatives = 12, 20  # few sure hits, many partial matches from BM25's top 100
     if not (data / "teacher.jsonl").is_file():
         generate_collection(data, seed=seed)
         teacher = score_with(data, candidates, negatives, seed=seed)
