@@ -18,7 +18,7 @@ from conftest import DOCUMENTS, QUERY
 from ettin_integrations import EttinReranker
 from ettin_integrations.model import compilation
 from ettin_integrations.model.compilation import bucket, packed_fillers, padded_shape
-from ettin_integrations.model.loading import clear_model_cache
+from ettin_integrations.registry import clear_cache
 
 LADDER = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128]
 
@@ -82,7 +82,7 @@ def fake_compile(monkeypatch):
         return fake
 
     yield install
-    clear_model_cache()  # models carrying a stand-in must not serve later tests
+    clear_cache()  # models carrying a stand-in (and engines holding them) must not serve later tests
 
 
 def _eager(checkpoint: str, **options) -> EttinReranker:
@@ -184,7 +184,7 @@ def test_real_torch_compile_matches_eager(tiny_checkpoint):
         assert engine.score(QUERY, DOCUMENTS) == pytest.approx(expected, abs=1e-3, rel=1e-3)
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     finally:
-        clear_model_cache()
+        clear_cache()
 
 
 @pytest.mark.gpu
@@ -206,4 +206,4 @@ def test_cuda_graphs_match_eager_bf16_from_any_thread(tiny_checkpoint):
             assert got == pytest.approx(expected, abs=0.15)
         assert engine.compile_stats["graphs"] >= 1
     finally:
-        clear_model_cache()
+        clear_cache()
