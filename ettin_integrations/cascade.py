@@ -60,12 +60,12 @@ class CascadeStage:
     Attributes:
         reranker: Any implementation of the reranker contract (a local engine, a remote client, a cascade).
         keep: Candidates passed on to the next stage (its best by raw score); ``None`` for the last stage.
-        margin: Also pass on every candidate within this many logits of the ``keep``-th best (adaptive keep).
+            A fixed count: an adaptive keep (every candidate within a margin of the keep-th best) was
+            measured and did no better at equal cost (RESULTS.md), so there is none.
     """
 
     reranker: Reranker
     keep: int | None = None
-    margin: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +113,7 @@ def _stage_of(value: Any, position: int, last: bool) -> CascadeStage:
         )
     if keep < 1:
         raise InvalidInputError(f"cascade stage {position}: keep must be >= 1, got {keep}.")
-    margin = stage.margin
-    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, numbers.Real)
-                               or not math.isfinite(margin) or margin < 0):  # fmt: skip
-        raise InvalidInputError(f"cascade stage {position}: margin must be a finite number >= 0, got {margin!r}.")
-    return CascadeStage(stage.reranker, int(keep), None if margin is None else float(margin))
+    return CascadeStage(stage.reranker, int(keep))
 
 
 class CascadeReranker(BaseReranker):
@@ -264,6 +260,10 @@ class CascadeReranker(BaseReranker):
             run.take(details)
         return run.results()
 
+    def _select(self, alive: list[int], raw: list[float | None], keep: int) -> list[int]:
+        """The documents (of ``alive``, scored ``raw`` by a stage) passed on: its ``keep`` best, in input order."""
+        return sorted(alive[k] for k in best_first(alive, raw)[:keep])
+
     async def _ascore_request(self, request: ScoringRequest, show_progress_bar: bool) -> list[ScoreDetails]:
         self._check_order_once()
         run = _CascadeRun(self, request, await asyncio.to_thread(self._final_normalization))
@@ -311,7 +311,7 @@ class _CascadeRun:
                     ),
                 )
             if stage.keep is not None:
-                self.alive = [_best(alive, [self.raw[q][i][index] for i in alive], stage.keep, stage.margin)
+                self.alive = [self.cascade._select(alive, [self.raw[q][i][index] for i in alive], stage.keep)
                               for q, alive in enumerate(self.alive)]  # fmt: skip
 
     def take(self, details: list[ScoreDetails]) -> None:
@@ -341,16 +341,9 @@ class _CascadeRun:
         return out
 
 
-def _best(alive: list[int], raw: list[float | None], keep: int, margin: float | None = None) -> list[int]:
-    """The ``keep`` best of ``alive`` by raw score (ties: input order; NaN last), in input order; with a
-    margin, also every one within ``margin`` logits of the ``keep``-th best."""
-    order = sorted(range(len(alive)), key=lambda k: _sort_key(raw[k], alive[k]))
-    chosen = order[:keep]
-    if margin is not None and len(order) > keep:
-        bar = raw[order[keep - 1]]
-        if bar is not None and math.isfinite(bar):
-            chosen += [k for k in order[keep:] if (x := raw[k]) is not None and x == x and x >= bar - margin]
-    return sorted(alive[k] for k in chosen)
+def best_first(alive: list[int], raw: list[float | None]) -> list[int]:
+    """Positions into ``alive``, best raw score first (ties: input order; NaN and unscored last)."""
+    return sorted(range(len(alive)), key=lambda k: _sort_key(raw[k], alive[k]))
 
 
 def _sort_key(raw: float | None, index: int) -> tuple[bool, float, int]:

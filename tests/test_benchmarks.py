@@ -129,3 +129,31 @@ def test_a_short_soak_over_every_route_loses_and_mixes_up_nothing(tiny_checkpoin
     assert report["not_sent_before_deadline"] == 0 and report["errors"] == 0, report
     assert all(report["answered_by_route"][route] > 0 for route in ROUTES), report
     assert report["left_mid_body"] > 0 and report["disconnects_counted"] >= report["left_mid_body"], report
+
+
+def test_the_cascade_benchmark_measures_quality_against_the_expensive_stage(tiny_checkpoint, tmp_path):
+    pytest.importorskip("bm25s")
+    pytest.importorskip("ir_measures")
+    from ettin_integrations.benchmarking.cascade import main as cascade_main
+    from ettin_integrations.testing.trained import generate_collection
+
+    data = tmp_path / "collection"
+    generate_collection(data, num_docs=60, num_queries=40, topics=4)
+    out = tmp_path / "out"
+    argv = ["--cheap", tiny_checkpoint, "--expensive", tiny_checkpoint, "--data", str(data), "--queries", "4",
+            "--candidates", "12", "--keep", "3", "12", "--margin", "3:0.5", "--repeats", "1",
+            "--out", str(out)]  # fmt: skip
+    assert cascade_main(argv) == 0
+    report = json.loads((out / "cascade.json").read_text())
+    rows = {row["setting"]: row for row in report["rows"]}
+    expensive = rows["expensive alone"]
+    # One model at both stages: a cascade that keeps everyone ranks exactly as the model alone ...
+    assert rows["cascade, keep 12"]["top10_overlap_with_expensive"] == 1.0
+    assert rows["cascade, keep 12"]["nDCG@10"] == pytest.approx(expensive["nDCG@10"])
+    # ... and a keep of 3 still passes the model's own best 3 on, so its top 3 is the model's.
+    assert rows["cascade, keep 3"]["passed_on_mean"] == 3.0
+    assert rows["cascade, keep 3 + margin 0.5"]["passed_on_mean"] >= 3.0
+    assert rows["cascade, keep 3, tokenizing again"]["nDCG@10"] == rows["cascade, keep 3"]["nDCG@10"]
+    assert "| cascade, keep 3 |" in (out / "cascade.md").read_text()
+    with pytest.raises(SystemExit):  # a keep of 0 is refused before any work
+        cascade_main([*argv, "--keep", "0"])
