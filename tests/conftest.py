@@ -13,6 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Haystack sends usage telemetry from a background thread: there is no network here, and its retries
+# log warnings into whichever test is capturing logs at that moment (a test that asserts a quiet log fails).
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 # dtype="auto" picks bfloat16 on CPUs that multiply it natively (devices.cpu_auto_dtype), as our CI machines
 # do. The suite compares scores with CrossEncoder.predict, so it decides as a CPU without native bf16 (in
 # its subprocesses too); the rule and the bf16 path have tests of their own (test_dtype_rule.py).
