@@ -281,7 +281,10 @@ class _CascadeRun:
 
     def __init__(self, cascade: CascadeReranker, request: ScoringRequest, normalization: Normalization) -> None:
         self.cascade, self.request, self.normalization = cascade, request, normalization
-        self.handoff = request.handoff or (TokenHandoff() if cascade.share_tokens else None)
+        # A cascade nested in another shares its caller's handoff.
+        self.handoff = (
+            request.handoff if request.handoff is not None else (TokenHandoff() if cascade.share_tokens else None)
+        )
         self.alive = [list(range(len(docs))) for docs in request.documents_per_query]
         count = len(cascade.stages)
         self.raw: list[list[list[float | None]]] = [

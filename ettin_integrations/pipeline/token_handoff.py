@@ -23,10 +23,6 @@ class TokenHandoff:
 
     def __init__(self) -> None:
         self._ids: dict[tuple[str, str], tuple[Sequence[int], int | None]] = {}
-        self.served = 0
-
-    def __len__(self) -> int:
-        return len(self._ids)
 
     def lookup(self, fingerprint: str, text: str, limit: int | None) -> Sequence[int] | None:
         """The ids ``encode_documents(text, limit)`` would return, when known; else None."""
@@ -37,7 +33,6 @@ class TokenHandoff:
         whole = made_under is None or len(ids) <= made_under
         if not whole and (limit is None or limit > made_under):  # type: ignore[operator]
             return None  # made from a prefix shorter than this limit needs
-        self.served += 1
         return ids if limit is None or len(ids) <= limit + 1 else ids[: limit + 1]
 
     def record(self, fingerprint: str, text: str, limit: int | None, ids: Sequence[int]) -> None:
