@@ -184,6 +184,8 @@ def test_serve_says_what_ctrl_c_does_and_a_second_one_stops_at_once(tiny_checkpo
         (lambda p: (p.mkdir(), (p / "notes.txt").write_text("mine")), ["--overwrite"], "holds other files"),
         (lambda p: None, ["--trained", "--steps", "-1"], "--steps must be a whole number >= 1"),
         (lambda p: None, ["--steps", "5"], "--steps is for --trained builds"),
+        (lambda p: None, ["--teacher", "rule"], "--teacher is for --trained builds"),
+        (lambda p: None, ["--trained", "--teacher", "oracle"], "invalid choice: 'oracle'"),
     ],
 )
 def test_the_fixture_builder_refuses_a_wrong_place_before_any_work(tmp_path, make, flags, words):
