@@ -36,15 +36,23 @@ class AsyncReranking:
 
         async def _ascore_request(self, request: ScoringRequest, show_progress_bar: bool) -> list[ScoreDetails]: ...
 
+        async def _asettle_cut(
+            self, request: ScoringRequest, details: list[ScoreDetails], top_n: int
+        ) -> list[ScoreDetails]: ...
+
     async def _atraced(
         self, request: ScoringRequest, show_progress_bar: bool, top_n: int | None = None
     ) -> list[ScoreDetails]:
         if not tracing.enabled():
-            return await self._ascore_request(request, show_progress_bar)
+            return await self._ascored(request, show_progress_bar, top_n)
         with tracing.span(f"{tracing.OPERATION} {self.model_name}", span_attributes(self, request, top_n)) as span:
-            details = await self._ascore_request(request, show_progress_bar)
+            details = await self._ascored(request, show_progress_bar, top_n)
             tracing.attach_attributes(span, result_attributes(details))
             return details
+
+    async def _ascored(self, request: ScoringRequest, show_progress_bar: bool, top_n: int | None) -> list[ScoreDetails]:
+        details = await self._ascore_request(request, show_progress_bar)
+        return details if top_n is None else await self._asettle_cut(request, details, top_n)
 
     @keywords_checked
     async def ascore(

@@ -150,6 +150,14 @@ class EngineFields(BaseModel):
         description="'auto' (bfloat16 on CUDA and on CPUs with native bf16, AMX or AVX512-BF16; float32 elsewhere), "
         "or 'float32' (scores identical to CrossEncoder.predict), 'bfloat16', 'float16', 'float64'.",
     )
+    float32_cut_margin: FiniteFloat | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="With a half-precision backbone, how far rounding may move a logit: rank(top_n=...) scores "
+        "the documents that could cross the cut by that much again in float32, so the top_n kept are float32's "
+        "(0: off; None: 0.05 on CPU, off on CUDA, where it would hold a float32 copy of the model in GPU memory).",
+    )
     max_length: PositiveInt | None = Field(
         default=None,
         description="Longest (query, document) pair in tokens; default the model's own limit (7999 for Ettin).",
@@ -205,7 +213,8 @@ class EngineFields(BaseModel):
     )
     attention: str = Field(
         default="auto",
-        description="'auto' (flash-attention or PyTorch's varlen kernel on CUDA, else sdpa) or an attn_implementation.",
+        description="'auto' (flash-attention or PyTorch's varlen kernel on CUDA; on CPU 'ettin_local', which "
+        "computes only each local layer's window; else sdpa) or an attn_implementation.",
     )
     compile: CompileMode = Field(
         default="off",

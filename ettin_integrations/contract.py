@@ -166,14 +166,29 @@ class BaseReranker(AsyncReranking, ABC):
         query; None when documents are never split (truncation: one window each) or the backend cannot tell."""
         return None
 
+    def _settle_cut(self, request: ScoringRequest, details: list[ScoreDetails], top_n: int) -> list[ScoreDetails]:
+        """For ``rank(top_n=...)``: a backend whose scores are approximate may settle the cut exactly
+        (the local engine rescores the documents near it in float32); default: as scored."""
+        return details
+
+    async def _asettle_cut(
+        self, request: ScoringRequest, details: list[ScoreDetails], top_n: int
+    ) -> list[ScoreDetails]:
+        """:meth:`_settle_cut` without blocking the event loop (default: as scored)."""
+        return details
+
     # ----------------------------------------------------------------- one span per call (when OTel is installed)
     def _traced(self, request: ScoringRequest, show_progress_bar: bool, top_n: int | None = None) -> list[ScoreDetails]:
         if not tracing.enabled():
-            return self._score_request(request, show_progress_bar)
+            return self._scored(request, show_progress_bar, top_n)
         with tracing.span(f"{tracing.OPERATION} {self.model_name}", span_attributes(self, request, top_n)) as span:
-            details = self._score_request(request, show_progress_bar)
+            details = self._scored(request, show_progress_bar, top_n)
             tracing.attach_attributes(span, result_attributes(details))
             return details
+
+    def _scored(self, request: ScoringRequest, show_progress_bar: bool, top_n: int | None) -> list[ScoreDetails]:
+        details = self._score_request(request, show_progress_bar)
+        return details if top_n is None else self._settle_cut(request, details, top_n)
 
     # ----------------------------------------------------------------- the public API, written once
     @keywords_checked

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,8 +21,10 @@ from .concurrency.microbatch import MicroBatcher
 from .config import DEFAULT_MODEL, EngineConfig, options_docstring
 from .contract import BaseReranker, PassListener
 from .errors import InputTypeError, InvalidInputError
+from .model.head_precision import HALF
 from .model.loading import LoadedModel, shared_model
 from .normalization import Normalization
+from .pipeline.cut_rescoring import cut_margin, near_the_cut, with_rescored
 from .pipeline.scoring import Batch, ScoringPipeline
 from .pipeline.timings import StageTimes
 from .pipeline.token_cache import TokenCache
@@ -78,6 +81,8 @@ class EttinReranker(BaseReranker):
         self._timings = StageTimes()
         self._pipeline = ScoringPipeline.build(self._loaded, self._config, self._timings)
         self._batcher: MicroBatcher[list[ScoreDetails]] = MicroBatcher(self._score_merged, self._config.batch_wait_ms)
+        self._cut_margin = cut_margin(self._config.float32_cut_margin, self.device.type, self.dtype in HALF)
+        self._twin_lock = threading.Lock()
 
     @classmethod
     def shared(cls, config: EngineConfig) -> EttinReranker:
@@ -134,6 +139,11 @@ class EttinReranker(BaseReranker):
     def dtype(self) -> torch.dtype:
         """The dtype the weights really have (after any ``model_kwargs`` override)."""
         return self._loaded.dtype
+
+    @property
+    def float32_cut_margin(self) -> float:
+        """Logits around a ``top_n`` cut that ``rank`` rescores in float32 (0.0: never; always 0.0 in float32)."""
+        return self._cut_margin
 
     @property
     def attention(self) -> str:
@@ -209,6 +219,7 @@ class EttinReranker(BaseReranker):
             "forward_path": self.forward_path,
             "compile": self.compile_stats,
             "max_length": self.max_length,
+            "float32_cut_margin": self._cut_margin,
             "parameters": self._loaded.parameters,
             "micro_batching": self._config.micro_batching,
             "options": self.options,
@@ -236,6 +247,37 @@ class EttinReranker(BaseReranker):
             return await asyncio.to_thread(self._pipeline.run, batch, show_progress_bar)
         # Waiting costs no thread; a cancelled caller whose pass has not started is dropped.
         return await self._batcher.submit_async(batch, request.num_documents)
+
+    # ----------------------------------------------------------------- the top_n cut, settled in float32
+    def _settle_cut(self, request: ScoringRequest, details: list[ScoreDetails], top_n: int) -> list[ScoreDetails]:
+        near = self._near_cut(details, top_n)
+        if not near:
+            return details
+        rescored = self._float32_twin()._score_request(_rescoring_request(request, near), False)
+        return _settled(details, near, rescored)
+
+    async def _asettle_cut(
+        self, request: ScoringRequest, details: list[ScoreDetails], top_n: int
+    ) -> list[ScoreDetails]:
+        near = self._near_cut(details, top_n)
+        if not near:
+            return details
+        twin = await asyncio.to_thread(self._float32_twin)  # the first call loads the float32 model
+        rescored = await twin._ascore_request(_rescoring_request(request, near), False)
+        return _settled(details, near, rescored)
+
+    def _near_cut(self, details: list[ScoreDetails], top_n: int) -> dict[int, list[int]]:
+        """Per query (by position), the documents that bf16 rounding could move across the cut."""
+        if not self._cut_margin:
+            return {}
+        near = {q: near_the_cut(d.raw_scores, top_n, self._cut_margin) for q, d in enumerate(details)}
+        return {q: indices for q, indices in near.items() if indices}
+
+    def _float32_twin(self) -> EttinReranker:
+        """The shared float32 engine with this engine's other options (loaded on first need)."""
+        with self._twin_lock:
+            options = {**self.options, "dtype": "float32", "float32_cut_margin": 0.0}
+            return EttinReranker.shared(EngineConfig.create(**options))
 
     def _score_merged(self, batches: Sequence[Batch], abandoned: Callable[[], bool]) -> list[list[ScoreDetails]]:
         """One pass over several callers' batches; each gets back its own slice. The pass stops at the next
@@ -265,6 +307,24 @@ def _batch(request: ScoringRequest) -> Batch:
     caps = [request.max_document_tokens] * len(request.queries)
     handoffs = (request.handoff,) * len(request.queries) if request.handoff is not None else ()
     return Batch(request.queries, request.documents_per_query, caps, traces, handoffs)
+
+
+def _rescoring_request(request: ScoringRequest, near: dict[int, list[int]]) -> ScoringRequest:
+    """The documents near each query's cut, as one request (same per-document token cap)."""
+    return ScoringRequest(
+        [request.queries[q] for q in near],
+        [[request.documents_per_query[q][i] for i in indices] for q, indices in near.items()],
+        request.max_document_tokens,
+    )
+
+
+def _settled(
+    details: list[ScoreDetails], near: dict[int, list[int]], rescored: list[ScoreDetails]
+) -> list[ScoreDetails]:
+    out = list(details)
+    for (q, indices), answer in zip(near.items(), rescored):
+        out[q] = with_rescored(details[q], indices, answer)
+    return out
 
 
 def _apply_num_threads(threads: int | None) -> None:

@@ -157,3 +157,22 @@ def test_the_cascade_benchmark_measures_quality_against_the_expensive_stage(tiny
     assert "| cascade, keep 3 |" in (out / "cascade.md").read_text()
     with pytest.raises(SystemExit):  # a keep of 0 is refused before any work
         cascade_main([*argv, "--keep", "0"])
+
+
+def test_the_profile_split_compares_settings_in_one_run(tiny_checkpoint, capsys):
+    from ettin_integrations.benchmarking import profile_split
+
+    profile_split.main(["--sizes", "tiny", "--settings", "float32/sdpa", "bfloat16/auto", "--queries", "1",
+                        "--k", "4", "--cache", str(Path(tiny_checkpoint).parent)])  # fmt: skip
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["dtype"], r["attention"]) for r in rows] == [("float32", "sdpa"), ("bfloat16", "ettin_local")]
+    for row in rows:
+        assert set(row["share_of_wall"]) == set(profile_split.COLUMNS)
+        # Every second of the wall is in one group (more than the wall only where tokenizing overlaps a pass).
+        assert sum(row["share_of_wall"].values()) >= 0.98
+        assert min(row["share_of_wall"].values()) >= 0
+        assert row["seconds"]["gemm"] > 0 and row["seconds"]["tokenization"] > 0
+        assert 0 < row["mfu"] < 1 and row["peak_gemm_gflops_per_second"] > 0
+    assert "| tiny | bfloat16 | ettin_local |" in profile_split.to_markdown(rows)
+    with pytest.raises(SystemExit):
+        profile_split.main(["--settings", "bfloat16"])  # not DTYPE/ATTENTION

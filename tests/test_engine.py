@@ -304,7 +304,7 @@ def test_reports_what_was_chosen(tiny_checkpoint):
     # The reported attention is what the loaded model really runs, not what was asked for.
     assert reranker.attention == reranker.cross_encoder[0].auto_model.config._attn_implementation
     if reranker.device.type == "cpu":
-        assert reranker.attention == "sdpa"
+        assert reranker.attention == "ettin_local"
     assert reranker.max_length == 7999
     assert reranker.batch_tokens > 0
     assert "EttinReranker(" in repr(reranker) and "model=" in repr(reranker)

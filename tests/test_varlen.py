@@ -73,7 +73,7 @@ def test_unpadded_model_scores_equal_padded(tiny_checkpoint, max_length):
         attention=ATTENTION_NAME,
         batch_tokens=300,
     )
-    assert padded.attention == "sdpa" and packed.attention == ATTENTION_NAME
+    assert padded.attention == "ettin_local" and packed.attention == ATTENTION_NAME
     assert packed._pipeline.forward.packed and not padded._pipeline.forward.packed
     docs = [*DOCUMENTS, "a long one " * 80]  # longer than the 128-token local window
     a, b = np.array(padded.score(QUERY, docs)), np.array(packed.score(QUERY, docs))
@@ -84,7 +84,7 @@ def test_unpadded_model_scores_equal_padded(tiny_checkpoint, max_length):
 
 def test_auto_attention_choice_without_a_gpu():
     cpu = torch.device("cpu")
-    assert attention_candidates("auto", cpu, torch.float32) == ["sdpa"]
+    assert attention_candidates("auto", cpu, torch.float32) == ["ettin_local", "sdpa"]
     assert attention_candidates(ATTENTION_NAME, cpu, torch.float32) == [ATTENTION_NAME, "sdpa"]
     assert not kernel_available(cpu, torch.bfloat16)
 

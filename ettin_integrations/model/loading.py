@@ -20,7 +20,7 @@ import torch
 from ..concurrency import forking, shared
 from ..config import EngineConfig, is_local_path
 from ..errors import InvalidModelError, ModelLoadError, ModelNotFoundError
-from ..kernels import varlen
+from ..kernels import local_window, varlen
 from .compilation import Compilation, enable_checked
 from .dependencies import check_dependencies
 from .head_precision import HALF, keep_head_in_float32
@@ -185,6 +185,8 @@ def _load(spec: LoadSpec, device: torch.device, dtype: torch.dtype) -> LoadedMod
     for attention in attention_candidates(spec.attention, device, dtype):
         if attention == varlen.ATTENTION_NAME:
             varlen.register()
+        if attention == local_window.ATTENTION_NAME:
+            local_window.register()
         model_kwargs = {"dtype": dtype, "attn_implementation": attention, **user_kwargs}
         try:
             cross_encoder = CrossEncoder(

@@ -28,8 +28,11 @@ def attention_candidates(requested: str, device: torch.device, dtype: torch.dtyp
     """Attention implementations to try in order; the loader falls back along this list.
 
     On CUDA in half precision: flash-attention if installed, else PyTorch's own variable-length
-    kernel (``"ettin_varlen"``, see :mod:`ettin_integrations.varlen`); both skip padding. Then sdpa.
+    kernel (``"ettin_varlen"``, see :mod:`ettin_integrations.kernels.varlen`); both skip padding. On a
+    CPU: ``"ettin_local"`` (:mod:`ettin_integrations.kernels.local_window`), which computes only each
+    local layer's window. Then sdpa.
     """
+    from ..kernels import local_window
     from ..kernels.varlen import ATTENTION_NAME, kernel_available
 
     known = known_attention()
@@ -45,15 +48,18 @@ def attention_candidates(requested: str, device: torch.device, dtype: torch.dtyp
         candidates.append("flash_attention_2")
     if kernel_available(device, dtype):
         candidates.append(ATTENTION_NAME)
+    if device.type == "cpu":
+        candidates.append(local_window.ATTENTION_NAME)
     candidates.append("sdpa")
     return candidates
 
 
 def known_attention() -> set[str]:
     """``"auto"``, our kernel, and every implementation this transformers version registers."""
+    from ..kernels import local_window
     from ..kernels.varlen import ATTENTION_NAME
 
-    names = {"auto", "eager", "sdpa", "flash_attention_2", ATTENTION_NAME}
+    names = {"auto", "eager", "sdpa", "flash_attention_2", ATTENTION_NAME, local_window.ATTENTION_NAME}
     try:
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
