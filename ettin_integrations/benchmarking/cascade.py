@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -204,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--out", default="ettin-bench-out/cascade")
+    parser.add_argument("--plot", action="store_true", help="also draw cascade.png/.svg in --out ([plot] extra)")
     args = parser.parse_args(argv)
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib, which is not installed. Run: pip install 'ettin-integrations[plot]'")
     if args.queries < 1 or args.candidates < 1 or args.repeats < 1 or any(k < 1 for k in args.keep):
         parser.error("--queries, --candidates, --repeats and every --keep must be >= 1")
     try:
@@ -238,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "cascade.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     text = to_markdown(report)
     (out / "cascade.md").write_text(text + "\n", encoding="utf-8")
+    if args.plot:
+        from ..plots import cascade_figure, save
+
+        save(cascade_figure(rows), out, "cascade")
     print(text)
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -25,22 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import ETTIN_SIZES
+from ..catalog import MODEL_CARD_THROUGHPUT as SEED_THROUGHPUT
 from .variants import DEFAULT_VARIANTS, VARIANT_HELP, VARIANT_PATTERN
 from .workload import add_workload_args, workload_argv
 
 REFERENCE = "predict"
-
-
-#: The Ettin model cards' throughput (pairs/s; bulk, max_length 512, NQ): (H100 bf16 with unpadded attention,
-#: i7-13700K fp32 with SDPA). Printed beside ``--bulk`` tables as a reference for their hardware, not ours.
-SEED_THROUGHPUT = {
-    "17m": (7517, 267.4),
-    "32m": (6602, 92.5),
-    "68m": (4913, 31.2),
-    "150m": (3237, 14.0),
-    "400m": (1738, 5.2),
-    "1b": (928, 2.1),
-}
 
 
 def checkpoint_for(size: str, cache: Path) -> str:
@@ -300,6 +290,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_workload_args(parser)
     parser.add_argument("--out", default="ettin-bench-out", help="folder for results.json and results.md")
     parser.add_argument("--cache", default=str(default_cache()), help="where built checkpoints are kept")
+    parser.add_argument(
+        "--plot",
+        action="store_true",
+        help="also draw throughput.png/.svg in --out: pairs/s and MFU per size and variant ([plot] extra)",
+    )
     parser.add_argument("--no-overhead", action="store_true", help="skip the in-process adapter overhead check")
     parser.add_argument(
         "--contention",
@@ -328,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the harness with parsed options (shared by ``ettin-rerank bench`` and ``python -m``)."""
     variants = [REFERENCE] + [v for v in args.variants if v != REFERENCE]
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise SystemExit("--plot needs matplotlib, which is not installed. Run: pip install 'ettin-integrations[plot]'")
 
     report: dict[str, Any] = {"environment": _environment(args), "sizes": {}, "raw": {}}
     out = Path(args.out)
@@ -351,7 +348,17 @@ def run(args: argparse.Namespace) -> int:
             _write(out, report, size)
     markdown = to_markdown(report)
     print(markdown)
+    if args.plot:
+        for path in plot_throughput(report, out):
+            print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def plot_throughput(report: dict[str, Any], out: Path) -> list[Path]:
+    """``throughput.png`` / ``.svg``: the measured sizes' variants beside the model cards' figure for that size."""
+    from ..plots import save, throughput_report_figure
+
+    return save(throughput_report_figure(report), out, "throughput")
 
 
 def _write(out: Path, report: dict[str, Any], size: str) -> None:

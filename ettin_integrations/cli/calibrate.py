@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 from dataclasses import asdict
 from typing import Any, TextIO
 
-from .common import CliError, beir_args, common_args, engine_args, load_beir_args, make_reranker
+from .common import CliError, beir_args, common_args, engine_args, load_beir_args, make_reranker, plot_arg, require
 
 NAME = "calibrate"
 
@@ -24,6 +25,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     calibrate.add_argument("--max-queries", type=int, default=None, help="use a random sample of this many queries")
     calibrate.add_argument("--seed", type=int, default=0, help="which queries are sampled and held out")
     calibrate.add_argument("--json", action="store_true", help="machine-readable output")
+    plot_arg(calibrate, "calibration (a reliability diagram, and precision/recall against the threshold)")
     common_args(calibrate)
     engine_args(calibrate)
     return calibrate
@@ -34,6 +36,8 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         raise CliError("--max-queries must be >= 4 (some to fit, some to hold out).")
     if not 0 < args.heldout < 1:
         raise CliError("--heldout must be between 0 and 1 (the share of queries kept out of the fit).")
+    if args.plot is not None:
+        require({"matplotlib": "matplotlib"}, "plot")
     dataset = load_beir_args(args, {"sklearn": "scikit-learn"})
     from ..evaluation.calibration import CalibrationError, calibrate
 
@@ -44,8 +48,16 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     except CalibrationError as exc:
         raise CliError(f"cannot calibrate on {args.dataset}: {exc}") from None
     shift, temperature, threshold = round(result.shift, 3), round(result.temperature, 3), result.best_threshold
+    if args.plot is not None:
+        from ..plots import calibration_figure, save
+
+        figure = calibration_figure(result.heldout_logits, result.heldout_labels, result.shift, result.temperature,
+                                    threshold)  # fmt: skip
+        for path in save(figure, args.plot, "calibration"):
+            print(f"wrote {path}", file=sys.stderr)
     if args.json:
-        json.dump({**asdict(result), "paste": paste_ready(args.model, shift, temperature, threshold)}, out, indent=2)
+        fields = {k: v for k, v in asdict(result).items() if k not in ("heldout_logits", "heldout_labels")}
+        json.dump({**fields, "paste": paste_ready(args.model, shift, temperature, threshold)}, out, indent=2)
         out.write("\n")
         return 0
     out.write(

@@ -154,6 +154,18 @@ def beir_args(parser: argparse.ArgumentParser, k: int, k_help: str) -> None:
     parser.add_argument("--embedder", default=None, help="sentence-transformers first stage (default: BM25)")
 
 
+def plot_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--plot [DIR]``: draw ``what`` as PNG and SVG into DIR (default: the current folder)."""
+    parser.add_argument(
+        "--plot",
+        nargs="?",
+        const=".",
+        default=None,
+        metavar="DIR",
+        help=f"also draw {what} as PNG and SVG into DIR (default: here; needs the [plot] extra)",
+    )
+
+
 def load_beir_args(args: argparse.Namespace, needs: dict[str, str]) -> Any:
     """The dataset of :func:`beir_args`, after checking the extras (``needs``, plus BM25's) and ``--k``."""
     require({**needs, **({} if args.embedder else {"bm25s": "bm25s"})}, "cli")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any, TextIO
 
-from .common import CliError, beir_args, common_args, engine_args, load_beir_args, make_reranker
+from .common import CliError, beir_args, common_args, engine_args, load_beir_args, make_reranker, plot_arg, require
 
 NAME = "eval"
 
@@ -16,12 +17,15 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     beir_args(evaluate, 100, "candidates reranked per query")
     evaluate.add_argument("--save-run", default=None, help="write the reranked run in TREC format")
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    plot_arg(evaluate, "each query's nDCG@10 before and after reranking (per_query_ndcg)")
     common_args(evaluate)
     engine_args(evaluate)
     return evaluate
 
 
 def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    if args.plot is not None:
+        require({"matplotlib": "matplotlib"}, "plot")
     dataset = load_beir_args(args, {"ir_measures": "ir-measures"})
     from ..evaluation import evaluate, report_rows, write_trec_run
 
@@ -32,6 +36,15 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         raise CliError(f"Could not load the embedder {args.embedder!r}: {exc}") from None
     if args.save_run:
         write_trec_run(report.reranked_run, args.save_run)
+    if args.plot is not None:
+        from ..evaluation.metrics import per_query_ndcg
+        from ..plots import per_query_figure, save
+
+        figure = per_query_figure(
+            per_query_ndcg(dataset, report.first_run), per_query_ndcg(dataset, report.reranked_run)
+        )
+        for path in save(figure, args.plot, "per-query-ndcg"):
+            print(f"wrote {path}", file=sys.stderr)
     if args.json:
         json.dump(
             {

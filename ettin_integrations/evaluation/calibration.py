@@ -52,6 +52,9 @@ class Calibration:
     best_threshold: float  # the F1-best threshold on the training queries
     heldout: list[ThresholdRow] = field(default_factory=list)
     default_heldout: list[ThresholdRow] = field(default_factory=list)  # the same thresholds, shift 6 / temp 1
+    # The held-out candidates' logits and judgements (1 relevant, 0 not): what the reliability diagram bins.
+    heldout_logits: list[float] = field(default_factory=list, repr=False)
+    heldout_labels: list[int] = field(default_factory=list, repr=False)
 
 
 def fit_sigmoid(logits: Sequence[float], labels: Sequence[int]) -> tuple[float, float]:
@@ -167,4 +170,6 @@ def calibrate(
         best_threshold=best,
         heldout=threshold_table(heldout_logits, heldout_labels, shift, temperature, thresholds),
         default_heldout=threshold_table(heldout_logits, heldout_labels, DEFAULT_SHIFT, DEFAULT_TEMPERATURE, thresholds),
+        heldout_logits=list(heldout_logits),
+        heldout_labels=list(heldout_labels),
     )

@@ -24,6 +24,7 @@ class EvalReport:
     num_queries: int = 0
     num_pairs: int = 0
     reranked_run: Run = field(default_factory=dict)
+    first_run: Run = field(default_factory=dict)
 
 
 def bm25_run(dataset: BeirDataset, k: int) -> Run:
@@ -85,6 +86,17 @@ def metrics(dataset: BeirDataset, run: Run, k: int) -> dict[str, float]:
     return {names[m]: float(values.get(m, 0.0)) for m in measures}
 
 
+def per_query_ndcg(dataset: BeirDataset, run: Run) -> dict[str, float]:
+    """nDCG@10 of each query of ``run`` that has judgements (ir-measures; 0.0 where none is found)."""
+    import ir_measures
+    from ir_measures import nDCG
+
+    qrels = [ir_measures.Qrel(q, d, rel) for q, docs in dataset.qrels.items() for d, rel in docs.items()]
+    scored = [ir_measures.ScoredDoc(q, d, s) for q, docs in run.items() for d, s in docs.items()]
+    values = {m.query_id: float(m.value) for m in ir_measures.iter_calc([nDCG @ 10], qrels, scored)}
+    return {q: values.get(q, 0.0) for q in run if q in dataset.qrels}
+
+
 def evaluate(
     dataset: BeirDataset,
     reranker: Reranker,
@@ -112,6 +124,7 @@ def evaluate(
         num_queries=len(first),
         num_pairs=sum(len(v) for v in first.values()),
         reranked_run=reranked,
+        first_run=first,
     )
 
 
