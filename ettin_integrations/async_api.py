@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import tracing
+from .errors import InvalidInputError
 from .pipeline.validation import (
     ScoringRequest,
     check_threshold,
@@ -23,7 +24,7 @@ from .pipeline.validation import (
 )
 from .results import RankResult, ScoreDetails, group_pairs, ranked
 
-__all__ = ["AsyncReranking", "progress_wanted", "result_attributes", "span_attributes"]
+__all__ = ["AsyncReranking", "progress_wanted", "result_attributes", "settling_request", "span_attributes"]
 
 
 class AsyncReranking:
@@ -166,6 +167,36 @@ class AsyncReranking:
         distinct, grouped, where = group_pairs(queries, documents)
         details = await self.ascore_many(distinct, grouped, show_progress_bar=show_progress_bar)
         return [details[q].scores[d] for q, d in where]
+
+    @keywords_checked
+    async def asettle_top_n(
+        self,
+        query: str,
+        documents: Sequence[str],
+        details: ScoreDetails,
+        top_n: int | None,
+        *,
+        max_document_tokens: int | None = None,
+    ) -> ScoreDetails:
+        """:meth:`settle_top_n` without blocking the event loop.
+
+        Example::
+
+            details = (await reranker.ascore_many(["q"], [docs]))[0]
+            details = await reranker.asettle_top_n("q", docs, details, 3)
+        """
+        request, top = settling_request(query, documents, details, top_n, max_document_tokens)
+        return details if top is None else (await self._asettle_cut(request, [details], top))[0]
+
+
+def settling_request(
+    query: Any, documents: Any, details: Any, top_n: Any, max_document_tokens: Any
+) -> tuple[ScoringRequest, int | None]:
+    """The checked request and ``top_n`` of ``settle_top_n``; ``details`` must hold one score per document."""
+    request = validate_one(query, documents, max_document_tokens)
+    if not isinstance(details, ScoreDetails) or len(details.raw_scores) != len(request.documents_per_query[0]):
+        raise InvalidInputError("details must be the ScoreDetails of these documents (one score per document).")
+    return request, check_top_n(top_n)
 
 
 def span_attributes(reranker: Any, request: ScoringRequest, top_n: int | None) -> dict[str, Any]:

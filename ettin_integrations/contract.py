@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from . import tracing
-from .async_api import AsyncReranking, progress_wanted, result_attributes, span_attributes
+from .async_api import AsyncReranking, progress_wanted, result_attributes, settling_request, span_attributes
 from .normalization import Normalization
 from .pipeline.validation import (
     ScoringRequest,
@@ -83,6 +83,8 @@ class Reranker(Protocol):
                   show_progress_bar: bool | None = None) -> list[list[RankResult]]: ...
     def score_pairs(self, queries: Sequence[str], documents: Sequence[str], *,
                     show_progress_bar: bool | None = None) -> list[float]: ...
+    def settle_top_n(self, query: str, documents: Sequence[str], details: ScoreDetails, top_n: int | None, *,
+                     max_document_tokens: int | None = None) -> ScoreDetails: ...
     async def ascore(self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None,
                      show_progress_bar: bool = False) -> list[float]: ...
     async def ascore_details(self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None,
@@ -99,6 +101,8 @@ class Reranker(Protocol):
                          show_progress_bar: bool | None = None) -> list[list[RankResult]]: ...
     async def ascore_pairs(self, queries: Sequence[str], documents: Sequence[str], *,
                            show_progress_bar: bool | None = None) -> list[float]: ...
+    async def asettle_top_n(self, query: str, documents: Sequence[str], details: ScoreDetails, top_n: int | None, *,
+                            max_document_tokens: int | None = None) -> ScoreDetails: ...
     # fmt: on
 
 
@@ -342,3 +346,27 @@ class BaseReranker(AsyncReranking, ABC):
         distinct, grouped, where = group_pairs(queries, documents)
         details = self.score_many(distinct, grouped, show_progress_bar=show_progress_bar)
         return [details[q].scores[d] for q, d in where]
+
+    @keywords_checked
+    def settle_top_n(
+        self,
+        query: str,
+        documents: Sequence[str],
+        details: ScoreDetails,
+        top_n: int | None,
+        *,
+        max_document_tokens: int | None = None,
+    ) -> ScoreDetails:
+        """``details`` of ``documents`` (scored by :meth:`score_many` or a merged pass) with the ``top_n`` cut
+        settled as :meth:`rank` settles it, for callers that rank scores themselves (the service does).
+
+        A half-precision engine rescores in float32 the documents that rounding could carry across the
+        cut; other backends return ``details`` as they are.
+
+        Example::
+
+            details = reranker.score_many(["q"], [docs])[0]
+            hits = ranked(reranker.settle_top_n("q", docs, details, 3), 3, None)
+        """
+        request, top = settling_request(query, documents, details, top_n, max_document_tokens)
+        return details if top is None else self._settle_cut(request, [details], top)[0]

@@ -11,7 +11,7 @@ import torch
 from ettin_integrations import EttinReranker
 from ettin_integrations.errors import InvalidInputError
 from ettin_integrations.pipeline.cut_rescoring import DEFAULT_CPU_MARGIN, cut_margin, near_the_cut, with_rescored
-from ettin_integrations.results import ScoreDetails
+from ettin_integrations.results import ScoreDetails, ranked
 
 QUERIES = ["river city music", "protein gene disease", "mountain weather snow", "court law judge"]
 
@@ -36,6 +36,7 @@ def test_only_scores_that_rounding_could_carry_across_the_cut_are_chosen():
     assert near_the_cut(scores, 1, 0.05) == []  # 9.0 vs 5.30: no rounding closes that gap
     assert near_the_cut(scores, 6, 0.05) == [] and near_the_cut(scores, 10, 0.05) == []  # nothing is dropped
     assert near_the_cut(scores, 3, 0.0) == []  # off
+    assert near_the_cut(scores, 0, 0.05) == []  # nothing is kept: no cut to settle
 
 
 def test_nan_scores_take_no_part():
@@ -152,3 +153,49 @@ def test_describe_reports_the_margin(engines):
     _, half, _, _ = engines
     assert half.describe()["float32_cut_margin"] == DEFAULT_CPU_MARGIN
     assert half.dtype == torch.bfloat16
+
+
+# ----------------------------------------------------------------- callers that rank themselves
+def test_settle_top_n_gives_what_rank_gives(engines):
+    exact, _, everything, plain = engines
+    docs = _documents()
+    details = everything.score_many([QUERIES[2]], [docs])[0]
+    settled = everything.settle_top_n(QUERIES[2], docs, details, 4)
+    assert [h.index for h in ranked(settled, 4, None)] == [h.index for h in exact.rank(QUERIES[2], docs, top_n=4)]
+    assert details.raw_scores == everything.score(QUERIES[2], docs)  # the input is not modified
+    assert plain.settle_top_n(QUERIES[2], docs, details, 4) is details  # margin 0: as scored
+    assert everything.settle_top_n(QUERIES[2], docs, details, None) is details  # no cut
+    settled_async = asyncio.run(everything.asettle_top_n(QUERIES[2], docs, details, 4))
+    assert settled_async.raw_scores == pytest.approx(settled.raw_scores, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("details", "top_n", "error"),
+    [
+        (ScoreDetails([1.0], [1.0], [False], [1]), 2, InvalidInputError),  # fewer scores than documents
+        ({"scores": [1.0, 2.0]}, 2, InvalidInputError),  # not ScoreDetails
+        (ScoreDetails([1.0, 2.0], [1.0, 2.0], [False, False], [1, 1]), -1, InvalidInputError),
+        (ScoreDetails([1.0, 2.0], [1.0, 2.0], [False, False], [1, 1]), "3", (InvalidInputError, TypeError)),
+    ],
+)
+def test_settle_top_n_refuses_details_that_do_not_belong(engines, details, top_n, error):
+    _, half, _, _ = engines
+    with pytest.raises(error):
+        half.settle_top_n("q", ["a", "b"], details, top_n)
+
+
+def test_the_services_cohere_top_n_is_settled_too(engines):
+    httpx = pytest.importorskip("httpx")
+    from ettin_integrations.serving import create_app
+
+    exact, _, everything, _ = engines
+    docs = _documents()
+
+    async def ask() -> list[int]:
+        transport = httpx.ASGITransport(app=create_app(everything))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.post("/v2/rerank", json={"query": QUERIES[3], "documents": docs, "top_n": 5})
+            assert response.status_code == 200, response.text
+            return [r["index"] for r in response.json()["results"]]
+
+    assert asyncio.run(ask()) == [h.index for h in exact.rank(QUERIES[3], docs, top_n=5)]

@@ -39,10 +39,10 @@ def near_the_cut(raw_scores: Sequence[float], top_n: int, margin: float) -> list
     A kept document A and a dropped one B can trade places only if A's score is less than ``2 * margin``
     above B's, so only scores in ``[last kept - 2 * margin, first dropped + 2 * margin]`` can cross, and
     none can when the last kept and first dropped are ``2 * margin`` or more apart. Empty as well when
-    ``top_n`` keeps every document. NaN scores never take part.
+    ``top_n`` keeps every document or none. NaN scores never take part.
     """
     finite = sorted((s for s in raw_scores if not math.isnan(s)), reverse=True)
-    if margin <= 0 or top_n >= len(finite):
+    if margin <= 0 or top_n < 1 or top_n >= len(finite):
         return []
     last_kept, first_dropped = finite[top_n - 1], finite[top_n]
     if last_kept - first_dropped >= 2 * margin:
