@@ -83,6 +83,11 @@ class EttinReranker(BaseReranker):
         self._batcher: MicroBatcher[list[ScoreDetails]] = MicroBatcher(self._score_merged, self._config.batch_wait_ms)
         self._cut_margin = cut_margin(self._config.float32_cut_margin, self.device.type, self.dtype in HALF)
         self._twin_lock = threading.Lock()
+        forking.register(self)
+
+    def reset_after_fork(self) -> None:
+        """A forked child gets a fresh lock (the parent's may have been held by another thread)."""
+        self._twin_lock = threading.Lock()
 
     @classmethod
     def shared(cls, config: EngineConfig) -> EttinReranker:
