@@ -227,7 +227,9 @@ class EttinRanker:
         ``top_k``, ``scale_score`` and ``score_threshold`` override the component's own for this call.
         """
         unique, texts, settings = self._inputs(query, documents, top_k, scale_score, score_threshold)
-        results = self._ready().rank(query, texts) if texts else []
+        # top_k goes to rank, which settles that cut (float32 near it in half precision). The threshold
+        # drops a tail of the ranking, so cutting first and thresholding after keeps the same documents.
+        results = self._ready().rank(query, texts, settings[0]) if texts else []
         return {"documents": self._outputs(unique, results, *settings)}
 
     @component.output_types(documents=list[Document])
@@ -241,7 +243,7 @@ class EttinRanker:
     ) -> dict[str, list[Document]]:
         """:meth:`run` for ``AsyncPipeline``: the model runs off the event loop."""
         unique, texts, settings = self._inputs(query, documents, top_k, scale_score, score_threshold)
-        results = await self._ready().arank(query, texts) if texts else []
+        results = await self._ready().arank(query, texts, settings[0]) if texts else []
         return {"documents": self._outputs(unique, results, *settings)}
 
     def _ready(self) -> Reranker:

@@ -199,3 +199,22 @@ def test_the_services_cohere_top_n_is_settled_too(engines):
             return [r["index"] for r in response.json()["results"]]
 
     assert asyncio.run(ask()) == [h.index for h in exact.rank(QUERIES[3], docs, top_n=5)]
+
+
+def test_haystacks_top_k_is_settled_too(engines):
+    pytest.importorskip("haystack")
+    from haystack import Document
+
+    from ettin_integrations.haystack import EttinRanker
+
+    exact, _, everything, _ = engines
+    docs = _documents()
+    ranker = EttinRanker(reranker=everything, top_k=4, scale_score=False)
+    got = ranker.run(query=QUERIES[0], documents=[Document(content=t) for t in docs])["documents"]
+    want = exact.rank(QUERIES[0], docs, top_n=4)
+    assert [d.content for d in got] == [docs[h.index] for h in want]
+    async_got = asyncio.run(ranker.run_async(query=QUERIES[0], documents=[Document(content=t) for t in docs]))
+    assert [d.content for d in async_got["documents"]] == [docs[h.index] for h in want]
+    thresholded = ranker.run(query=QUERIES[0], documents=[Document(content=t) for t in docs],
+                             score_threshold=want[2].raw_score - 1e-3)["documents"]  # fmt: skip
+    assert [d.content for d in thresholded] == [docs[h.index] for h in want[:3]]
