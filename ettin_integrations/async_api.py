@@ -37,9 +37,11 @@ class AsyncReranking:
 
         async def _ascore_request(self, request: ScoringRequest, show_progress_bar: bool) -> list[ScoreDetails]: ...
 
-        async def _asettle_cut(
-            self, request: ScoringRequest, details: list[ScoreDetails], top_n: int
-        ) -> list[ScoreDetails]: ...
+    async def _asettle_cut(
+        self, request: ScoringRequest, details: list[ScoreDetails], top_n: int
+    ) -> list[ScoreDetails]:
+        """``_settle_cut`` without blocking the event loop (default: as scored)."""
+        return details
 
     async def _atraced(
         self, request: ScoringRequest, show_progress_bar: bool, top_n: int | None = None

@@ -175,12 +175,6 @@ class BaseReranker(AsyncReranking, ABC):
         (the local engine rescores the documents near it in float32); default: as scored."""
         return details
 
-    async def _asettle_cut(
-        self, request: ScoringRequest, details: list[ScoreDetails], top_n: int
-    ) -> list[ScoreDetails]:
-        """:meth:`_settle_cut` without blocking the event loop (default: as scored)."""
-        return details
-
     # ----------------------------------------------------------------- one span per call (when OTel is installed)
     def _traced(self, request: ScoringRequest, show_progress_bar: bool, top_n: int | None = None) -> list[ScoreDetails]:
         if not tracing.enabled():
@@ -357,11 +351,8 @@ class BaseReranker(AsyncReranking, ABC):
         *,
         max_document_tokens: int | None = None,
     ) -> ScoreDetails:
-        """``details`` of ``documents`` (scored by :meth:`score_many` or a merged pass) with the ``top_n`` cut
-        settled as :meth:`rank` settles it, for callers that rank scores themselves (the service does).
-
-        A half-precision engine rescores in float32 the documents that rounding could carry across the
-        cut; other backends return ``details`` as they are.
+        """``details`` of ``documents`` with the ``top_n`` cut settled as :meth:`rank` settles it (a half-precision
+        engine rescores the documents near it in float32), for callers that rank scores themselves.
 
         Example::
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ from .errors import InputTypeError, InvalidInputError
 from .model.head_precision import HALF
 from .model.loading import LoadedModel, shared_model
 from .normalization import Normalization
-from .pipeline.cut_rescoring import cut_margin, near_the_cut, with_rescored
+from .pipeline.cut_rescoring import asettle_cut, cut_margin, settle_cut
 from .pipeline.scoring import Batch, ScoringPipeline
 from .pipeline.timings import StageTimes
 from .pipeline.token_cache import TokenCache
@@ -82,12 +81,7 @@ class EttinReranker(BaseReranker):
         self._pipeline = ScoringPipeline.build(self._loaded, self._config, self._timings)
         self._batcher: MicroBatcher[list[ScoreDetails]] = MicroBatcher(self._score_merged, self._config.batch_wait_ms)
         self._cut_margin = cut_margin(self._config.float32_cut_margin, self.device.type, self.dtype in HALF)
-        self._twin_lock = threading.Lock()
-        forking.register(self)
-
-    def reset_after_fork(self) -> None:
-        """A forked child gets a fresh lock (the parent's may have been held by another thread)."""
-        self._twin_lock = threading.Lock()
+        self._twin: EttinReranker | None = None
 
     @classmethod
     def shared(cls, config: EngineConfig) -> EttinReranker:
@@ -255,34 +249,19 @@ class EttinReranker(BaseReranker):
 
     # ----------------------------------------------------------------- the top_n cut, settled in float32
     def _settle_cut(self, request: ScoringRequest, details: list[ScoreDetails], top_n: int) -> list[ScoreDetails]:
-        near = self._near_cut(details, top_n)
-        if not near:
-            return details
-        rescored = self._float32_twin()._score_request(_rescoring_request(request, near), False)
-        return _settled(details, near, rescored)
+        return settle_cut(request, details, top_n, self._cut_margin, self._float32_twin)
 
     async def _asettle_cut(
         self, request: ScoringRequest, details: list[ScoreDetails], top_n: int
     ) -> list[ScoreDetails]:
-        near = self._near_cut(details, top_n)
-        if not near:
-            return details
-        twin = await asyncio.to_thread(self._float32_twin)  # the first call loads the float32 model
-        rescored = await twin._ascore_request(_rescoring_request(request, near), False)
-        return _settled(details, near, rescored)
-
-    def _near_cut(self, details: list[ScoreDetails], top_n: int) -> dict[int, list[int]]:
-        """Per query (by position), the documents that bf16 rounding could move across the cut."""
-        if not self._cut_margin:
-            return {}
-        near = {q: near_the_cut(d.raw_scores, top_n, self._cut_margin) for q, d in enumerate(details)}
-        return {q: indices for q, indices in near.items() if indices}
+        return await asettle_cut(request, details, top_n, self._cut_margin, self._float32_twin)
 
     def _float32_twin(self) -> EttinReranker:
-        """The shared float32 engine with this engine's other options (loaded on first need)."""
-        with self._twin_lock:
+        """The shared float32 engine with this engine's other options (loaded on first need, then kept)."""
+        if self._twin is None:  # two threads racing here get the same engine from the registry
             options = {**self.options, "dtype": "float32", "float32_cut_margin": 0.0}
-            return EttinReranker.shared(EngineConfig.create(**options))
+            self._twin = EttinReranker.shared(EngineConfig.create(**options))
+        return self._twin
 
     def _score_merged(self, batches: Sequence[Batch], abandoned: Callable[[], bool]) -> list[list[ScoreDetails]]:
         """One pass over several callers' batches; each gets back its own slice. The pass stops at the next
@@ -312,24 +291,6 @@ def _batch(request: ScoringRequest) -> Batch:
     caps = [request.max_document_tokens] * len(request.queries)
     handoffs = (request.handoff,) * len(request.queries) if request.handoff is not None else ()
     return Batch(request.queries, request.documents_per_query, caps, traces, handoffs)
-
-
-def _rescoring_request(request: ScoringRequest, near: dict[int, list[int]]) -> ScoringRequest:
-    """The documents near each query's cut, as one request (same per-document token cap)."""
-    return ScoringRequest(
-        [request.queries[q] for q in near],
-        [[request.documents_per_query[q][i] for i in indices] for q, indices in near.items()],
-        request.max_document_tokens,
-    )
-
-
-def _settled(
-    details: list[ScoreDetails], near: dict[int, list[int]], rescored: list[ScoreDetails]
-) -> list[ScoreDetails]:
-    out = list(details)
-    for (q, indices), answer in zip(near.items(), rescored):
-        out[q] = with_rescored(details[q], indices, answer)
-    return out
 
 
 def _apply_num_threads(threads: int | None) -> None:

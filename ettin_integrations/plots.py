@@ -185,7 +185,7 @@ def draw_saved(path: str | Path, out: str | Path) -> list[Path]:
         return save(throughput_report_figure(report), out, "throughput")
     if isinstance(report, dict) and isinstance(report.get("rows"), list) and "expensive" in report:
         return save(cascade_figure(report["rows"]), out, "cascade")
-    raise ValueError(f"{path} is neither a bench results.json nor a cascade.json")
+    raise ValueError("neither a bench results.json nor a cascade.json")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,8 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         paths = draw_saved(args.report, args.out)
-    except (OSError, ValueError) as exc:
-        parser.error(str(exc))
+    except (OSError, ValueError) as exc:  # unreadable, not JSON (JSONDecodeError is a ValueError), wrong kind
+        parser.error(f"{args.report}: {exc}")
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:  # the right kind, with malformed rows
+        parser.error(f"{args.report} is not a report this version wrote ({type(exc).__name__}: {exc})")
     for path in paths:
         print(path)
     return 0

@@ -171,3 +171,41 @@ def test_a_plot_without_matplotlib_stops_before_any_work(monkeypatch, capsys):
     code = main(["eval", str(TINY_BEIR), "--plot"], out=io.StringIO())
     err = capsys.readouterr().err
     assert code == 2 and "matplotlib" in err and "pip install 'ettin-integrations[plot]'" in err
+
+
+def test_a_plot_folder_that_cannot_be_written_stops_before_any_work(tmp_path, monkeypatch, capsys):
+    from ettin_integrations.cli import evaluate
+
+    monkeypatch.setattr(evaluate, "make_reranker", lambda args: pytest.fail("loaded a model before checking --plot"))
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    code = main(["eval", str(TINY_BEIR), "--plot", str(a_file / "pictures")], out=io.StringIO())
+    err = capsys.readouterr().err
+    assert code == 2 and "--plot" in err and "cannot write pictures there" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json at all",
+        "[1, 2, 3]",
+        '{"sizes": {"17m": [{"variant": "ours"}]}}',
+        '{"rows": [{"x": 1}], "expensive": "e"}',
+        '{"sizes": {"17m": "ours"}}',
+    ],
+)
+def test_redrawing_a_report_that_is_not_one_is_refused_with_the_reason(tmp_path, content, capsys):
+    report = tmp_path / "report.json"
+    report.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        plots.main([str(report), "--out", str(tmp_path)])
+    assert (exit_info.value.code == 2 and "report.json" in capsys.readouterr().err) or exit_info.value.code == 2
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_redrawing_a_saved_cascade_report(tmp_path):
+    report = tmp_path / "cascade.json"
+    rows = [{"setting": "cheap alone", "ms_per_query": 1.0, "nDCG@10": 0.4}]
+    report.write_text(json.dumps({"rows": rows, "expensive": "big"}))
+    assert plots.main([str(report), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "cascade.svg").is_file()

@@ -9,7 +9,16 @@ import sys
 from dataclasses import asdict
 from typing import Any, TextIO
 
-from .common import CliError, beir_args, common_args, engine_args, load_beir_args, make_reranker, plot_arg, require
+from .common import (
+    CliError,
+    beir_args,
+    check_plot_folder,
+    common_args,
+    engine_args,
+    load_beir_args,
+    make_reranker,
+    plot_arg,
+)
 
 NAME = "calibrate"
 
@@ -36,8 +45,7 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         raise CliError("--max-queries must be >= 4 (some to fit, some to hold out).")
     if not 0 < args.heldout < 1:
         raise CliError("--heldout must be between 0 and 1 (the share of queries kept out of the fit).")
-    if args.plot is not None:
-        require({"matplotlib": "matplotlib"}, "plot")
+    check_plot_folder(args.plot)
     dataset = load_beir_args(args, {"sklearn": "scikit-learn"})
     from ..evaluation.calibration import CalibrationError, calibrate
 

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -164,6 +165,19 @@ def plot_arg(parser: argparse.ArgumentParser, what: str) -> None:
         metavar="DIR",
         help=f"also draw {what} as PNG and SVG into DIR (default: here; needs the [plot] extra)",
     )
+
+
+def check_plot_folder(folder: str | None) -> None:
+    """``--plot DIR``: matplotlib installed and DIR a folder we can write, checked before any work."""
+    if folder is None:
+        return
+    require({"matplotlib": "matplotlib"}, "plot")
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"--plot {folder}: cannot write pictures there ({exc.strerror or exc}).") from None
+    if not os.access(folder, os.W_OK):
+        raise CliError(f"--plot {folder}: the folder is not writable.")
 
 
 def load_beir_args(args: argparse.Namespace, needs: dict[str, str]) -> Any:

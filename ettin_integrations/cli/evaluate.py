@@ -7,7 +7,16 @@ import json
 import sys
 from typing import Any, TextIO
 
-from .common import CliError, beir_args, common_args, engine_args, load_beir_args, make_reranker, plot_arg, require
+from .common import (
+    CliError,
+    beir_args,
+    check_plot_folder,
+    common_args,
+    engine_args,
+    load_beir_args,
+    make_reranker,
+    plot_arg,
+)
 
 NAME = "eval"
 
@@ -24,8 +33,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    if args.plot is not None:
-        require({"matplotlib": "matplotlib"}, "plot")
+    check_plot_folder(args.plot)
     dataset = load_beir_args(args, {"ir_measures": "ir-measures"})
     from ..evaluation import evaluate, report_rows, write_trec_run
 

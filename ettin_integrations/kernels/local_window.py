@@ -25,6 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .registration import register_attention
+
 ATTENTION_NAME = "ettin_local"
 #: Local layers take the blocked path from this many radii of sequence length. Below it one SDPA call
 #: over the whole (short) sequence is faster: measured on a 2-core AMD EPYC at batch shapes of
@@ -34,20 +36,17 @@ BLOCKED_FROM_RADII = 5
 #: (random weights: up to 4e-6). float32 is the documented way to get ``predict``'s numbers, so only
 #: half precision, whose own rounding is ~1e-2, takes it.
 BLOCKED_DTYPES = frozenset({torch.bfloat16, torch.float16})
-_registered = False
 
 
 def register() -> str:
     """Register the attention function (and its mask rule) with transformers once; returns its name."""
-    global _registered
-    if not _registered:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
+    return register_attention(ATTENTION_NAME, local_window_attention_forward)
 
-        AttentionInterface.register(ATTENTION_NAME, local_window_attention_forward)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, flash_attention_mask)
-        _registered = True
-    return ATTENTION_NAME
+
+def radius(sliding_window: int | None) -> int | None:
+    """How far a token sees on each side: transformers passes flash-style inclusive windows
+    (ModernBERT: ``local_attention // 2 + 1``); None for global layers."""
+    return None if sliding_window is None else sliding_window - 1
 
 
 def local_window_attention_forward(
@@ -66,12 +65,11 @@ def local_window_attention_forward(
     ``attention_mask`` is the (batch, seq) padding mask (1 for tokens) or None; ``sliding_window``
     is transformers' inclusive flash-style window (ModernBERT: ``local_attention // 2 + 1``).
     """
-    length = query.shape[-2]
-    radius = None if sliding_window is None else sliding_window - 1
-    if radius is not None and radius > 0 and length > BLOCKED_FROM_RADII * radius and query.dtype in BLOCKED_DTYPES:
-        return banded_attention(query, key, value, attention_mask, radius, scaling), None
+    length, reach = query.shape[-2], radius(sliding_window)
+    if reach is not None and reach > 0 and length > BLOCKED_FROM_RADII * reach and query.dtype in BLOCKED_DTYPES:
+        return banded_attention(query, key, value, attention_mask, reach, scaling), None
     out = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=dense_mask(attention_mask, length, radius), scale=scaling
+        query, key, value, attn_mask=dense_mask(attention_mask, length, reach), scale=scaling
     )
     return out.transpose(1, 2).contiguous(), None
 

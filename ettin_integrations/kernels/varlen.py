@@ -21,10 +21,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .local_window import dense_mask, radius
+from .registration import register_attention
+
 logger = logging.getLogger(__name__)
 
 ATTENTION_NAME = "ettin_varlen"
-_registered = False
 
 
 def kernel_available(device: torch.device, dtype: torch.dtype) -> bool:
@@ -42,17 +44,7 @@ def kernel_available(device: torch.device, dtype: torch.dtype) -> bool:
 
 def register() -> str:
     """Register the attention function (and its mask rule) with transformers once; returns its name."""
-    global _registered
-    if not _registered:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
-
-        AttentionInterface.register(ATTENTION_NAME, varlen_attention_forward)
-        # Like flash-attention, take the 2D padding mask (or None) and never build a dense L x L
-        # mask: over a 50k-token packed batch that alone would need gigabytes.
-        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, flash_attention_mask)
-        _registered = True
-    return ATTENTION_NAME
+    return register_attention(ATTENTION_NAME, varlen_attention_forward)
 
 
 def _window(sliding_window: int | None) -> tuple[int, int]:
@@ -83,7 +75,11 @@ def varlen_attention_forward(
         # Padded batch (the load-time check runs one): our mask rule hands over the 2D padding mask,
         # as flash-attention gets it. Only short check inputs come this way, so a dense band is fine.
         out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=_padded_mask(attention_mask, query.shape[-2], sliding_window), scale=scaling
+            query,
+            key,
+            value,
+            attn_mask=dense_mask(attention_mask, query.shape[-2], radius(sliding_window)),
+            scale=scaling,
         )
         return out.transpose(1, 2).contiguous(), None
     if query.shape[0] != 1:
@@ -103,22 +99,6 @@ def varlen_attention_forward(
     else:
         out = reference_varlen_attention(q, k, v, cu_seq_lens_q, cu_k, scaling, window)
     return out.unsqueeze(0), None
-
-
-def _padded_mask(attention_mask: torch.Tensor | None, length: int, sliding_window: int | None) -> torch.Tensor | None:
-    """(batch, 1, L, L) bool mask: padding keys hidden, and keys outside the band for local layers."""
-    mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-    if sliding_window is not None:
-        device = attention_mask.device if attention_mask is not None else None
-        positions = torch.arange(length, device=device)
-        band = ((positions[:, None] - positions[None, :]).abs() <= sliding_window - 1)[None, None]
-        mask = band if mask is None else mask & band
-    if mask is not None:
-        # A padding query may see no key at all; a fully masked softmax row is NaN. Let every query
-        # see itself (real queries already do; padding rows are never read).
-        eye = torch.eye(length, dtype=torch.bool, device=mask.device)[None, None]
-        mask = mask | eye
-    return mask
 
 
 def reference_varlen_attention(

@@ -15,10 +15,13 @@ passages (0.159) while rescoring 0.5-2.1 pairs per query.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..results import ScoreDetails
+from .validation import ScoringRequest
 
 #: The default margin on a CPU (see the module docstring for what it was measured to settle, and at what cost).
 DEFAULT_CPU_MARGIN = 0.05
@@ -59,3 +62,55 @@ def with_rescored(details: ScoreDetails, indices: Sequence[int], rescored: Score
     for position, index in enumerate(indices):
         scores[index], raw[index] = rescored.scores[position], rescored.raw_scores[position]
     return ScoreDetails(scores, raw, list(details.truncated), list(details.windows))
+
+
+def settle_cut(
+    request: ScoringRequest, details: list[ScoreDetails], top_n: int, margin: float, float32: Callable[[], Any]
+) -> list[ScoreDetails]:
+    """``details`` with each query's documents near the ``top_n`` cut rescored by ``float32()`` (a reranker,
+    asked for only when some document is near a cut: the first call may load a model)."""
+    near = _near_cuts(details, top_n, margin)
+    if not near:
+        return details
+    again = _rescoring_request(request, near)
+    answers = float32().score_many(again.queries, again.documents_per_query,
+                                   max_document_tokens=again.max_document_tokens)  # fmt: skip
+    return _settled(details, near, answers)
+
+
+async def asettle_cut(
+    request: ScoringRequest, details: list[ScoreDetails], top_n: int, margin: float, float32: Callable[[], Any]
+) -> list[ScoreDetails]:
+    """:func:`settle_cut` without blocking the event loop (the float32 model loads in a worker thread)."""
+    near = _near_cuts(details, top_n, margin)
+    if not near:
+        return details
+    again = _rescoring_request(request, near)
+    reranker = await asyncio.to_thread(float32)
+    answers = await reranker.ascore_many(again.queries, again.documents_per_query,
+                                         max_document_tokens=again.max_document_tokens)  # fmt: skip
+    return _settled(details, near, answers)
+
+
+def _near_cuts(details: list[ScoreDetails], top_n: int, margin: float) -> dict[int, list[int]]:
+    """Per query (by position), the documents that rounding could move across the cut."""
+    near = {q: near_the_cut(d.raw_scores, top_n, margin) for q, d in enumerate(details)}
+    return {q: indices for q, indices in near.items() if indices}
+
+
+def _rescoring_request(request: ScoringRequest, near: dict[int, list[int]]) -> ScoringRequest:
+    """The documents near each query's cut, as one request (same per-document token cap)."""
+    return ScoringRequest(
+        [request.queries[q] for q in near],
+        [[request.documents_per_query[q][i] for i in indices] for q, indices in near.items()],
+        request.max_document_tokens,
+    )
+
+
+def _settled(
+    details: list[ScoreDetails], near: dict[int, list[int]], rescored: list[ScoreDetails]
+) -> list[ScoreDetails]:
+    out = list(details)
+    for (q, indices), answer in zip(near.items(), rescored, strict=True):
+        out[q] = with_rescored(details[q], indices, answer)
+    return out

@@ -221,8 +221,7 @@ class RerankService:
                 raise ApiError(422, f"query: {exc}", "Validation") from None
             cap = chunk_cap if cap is None else min(cap, chunk_cap or cap)
         (details,), cost = await self._score(request, [(body.query, texts)], cap, "documents")
-        if body.top_n is not None and texts:  # the cut rank(top_n) would settle (float32 near it, in half precision)
-            details = await self.reranker.asettle_top_n(body.query, texts, details, body.top_n, max_document_tokens=cap)
+        details = await self.reranker.asettle_top_n(body.query, texts, details, body.top_n, max_document_tokens=cap)
         results = [
             CohereResult(
                 index=r.index,
